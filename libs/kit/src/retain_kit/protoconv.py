@@ -1,0 +1,48 @@
+"""Conversions between protobuf well-known types and Python values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def to_timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return ts
+
+
+def from_timestamp(ts: Timestamp | None) -> datetime | None:
+    """Unset (zero) timestamps read as None."""
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def to_struct(value: dict[str, Any] | None) -> Struct:
+    struct = Struct()
+    if value:
+        struct.update(value)
+    return struct
+
+
+def from_struct(struct: Struct | None) -> dict[str, Any]:
+    if struct is None:
+        return {}
+    result: dict[str, Any] = json_format.MessageToDict(struct)
+    return result
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

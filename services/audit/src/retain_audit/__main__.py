@@ -1,0 +1,15 @@
+from pathlib import Path
+
+from retain_audit.app import build
+from retain_audit.config import Settings
+from retain_kit.service_main import run_service
+
+SERVICE_DIR = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    run_service(settings=Settings(), service_dir=SERVICE_DIR, build=build)
+
+
+if __name__ == "__main__":
+    main()

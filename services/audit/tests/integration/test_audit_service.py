@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import grpc
+import pytest
+from retain.audit.v1 import audit_pb2, audit_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from retain_audit.app import SERVICE_NAME
+from retain_audit.server import AuditServicer
+from retain_audit.service import AuditLog
+from retain_kit.db import session_factory
+from retain_kit.grpcserver import Registration
+from retain_kit.protoconv import to_struct
+from retain_kit.testing import DbTarget
+
+SERVICE_DIR = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def stub(db_target: DbTarget, grpc_serve):  # type: ignore[no-untyped-def]
+    engine = await db_target.migrate(SERVICE_DIR)
+    servicer = AuditServicer(AuditLog(session_factory(engine)))
+    target = await grpc_serve([Registration(servicer, audit_pb2_grpc.add_AuditServiceServicer_to_server, SERVICE_NAME)])
+    async with grpc.aio.insecure_channel(target) as channel:
+        yield audit_pb2_grpc.AuditServiceStub(channel), engine
+
+
+def record(customer: str, outcome: str, key: str = "") -> audit_pb2.RecordInput:
+    return audit_pb2.RecordInput(
+        kind=audit_pb2.RECORD_KIND_MESSAGE, customer_id=customer, outcome=outcome,
+        payload=to_struct({"offer": "o1", "note": "ทดสอบ"}), idempotency_key=key,
+    )
+
+
+async def test_append_chains_records_and_verify_passes(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    first = (await client.Append(audit_pb2.AppendRequest(workspace_id="ws1", record=record("c1", "sent")))).record
+    second = (await client.Append(audit_pb2.AppendRequest(workspace_id="ws1", record=record("c2", "sent")))).record
+    other = (await client.Append(audit_pb2.AppendRequest(workspace_id="ws2", record=record("c1", "sent")))).record
+    assert (first.seq, second.seq, other.seq) == (1, 2, 1)
+    assert first.prev_hash == "" and second.prev_hash == first.hash
+    verified = await client.Verify(audit_pb2.VerifyRequest(workspace_id="ws1"))
+    assert verified.ok and verified.records_checked == 2 and verified.head_hash == second.hash
+
+
+async def test_idempotency_key_stores_once(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    a = await client.Append(audit_pb2.AppendRequest(workspace_id="ws", record=record("c1", "sent", "k1")))
+    b = await client.Append(audit_pb2.AppendRequest(workspace_id="ws", record=record("c1", "sent", "k1")))
+    assert a.record.record_id == b.record.record_id
+    listed = await client.ListRecords(audit_pb2.ListRecordsRequest(workspace_id="ws"))
+    assert len(listed.records) == 1
+
+
+async def test_filters_and_cursor_pagination(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    for i in range(5):
+        await client.Append(audit_pb2.AppendRequest(workspace_id="ws", record=record("c1" if i % 2 else "c2", "sent")))
+    page = await client.ListRecords(audit_pb2.ListRecordsRequest(workspace_id="ws", customer_id="c2", page_size=2))
+    assert [r.customer_id for r in page.records] == ["c2", "c2"] and page.next_page_token
+    rest = await client.ListRecords(
+        audit_pb2.ListRecordsRequest(workspace_id="ws", customer_id="c2", page_size=2, page_token=page.next_page_token)
+    )
+    assert len(rest.records) == 1 and not rest.next_page_token
+    assert rest.records[0].payload["note"] == "ทดสอบ"
+
+
+async def test_missing_kind_is_invalid_argument_naming_field(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.Append(audit_pb2.AppendRequest(workspace_id="ws", record=audit_pb2.RecordInput()))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(err.value.trailing_metadata() or ())["retain-field"] == "record.kind"
+
+
+async def test_database_refuses_update_and_delete(stub) -> None:  # type: ignore[no-untyped-def]
+    client, engine = stub
+    await client.Append(audit_pb2.AppendRequest(workspace_id="ws", record=record("c1", "sent")))
+    for statement in ("UPDATE audit_records SET outcome = 'x'", "DELETE FROM audit_records"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+    listed = await client.ListRecords(audit_pb2.ListRecordsRequest(workspace_id="ws"))
+    assert listed.records[0].outcome == "sent"
