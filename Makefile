@@ -1,0 +1,36 @@
+# Retain — run `make help` for the targets.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+SYNC = $(UV) sync --all-packages --frozen --quiet
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap run test test-fast bench protos protos-check lint migrate
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+
+bootstrap: ## Install uv (from PyPI) if missing and sync the workspace
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(SYNC)
+
+run: bootstrap ## Start the whole suite on the embedded default with demo data (Ctrl-C stops)
+	$(UV) run --frozen retain up
+
+test: bootstrap ## Unit, integration (PostgreSQL/Redis when RETAIN_DATABASE_URL/REDIS_URL are set) and e2e tests
+	$(UV) run --frozen pytest -q
+
+test-fast: bootstrap ## Unit tests only
+	$(UV) run --frozen pytest -q -m "not e2e and not integration"
+
+bench: bootstrap ## Run the benchmarks; prints a table and writes var/bench.json
+	$(UV) run --frozen python -m tests.bench
+
+protos: bootstrap ## Regenerate libs/api from protos/
+	$(UV) run --frozen python scripts/gen_protos.py
+
+lint: bootstrap ## ruff and mypy
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy libs/kit/src services/*/src gateway/src libs/cli/src
+
+migrate: bootstrap ## Run every service's migrations on the configured databases
+	$(UV) run --frozen retain migrate

@@ -1,0 +1,21 @@
+from pydantic_settings import SettingsConfigDict
+
+from retain_kit.config import KitSettings
+
+
+class Settings(KitSettings):
+    model_config = SettingsConfigDict(env_prefix="RETAIN_GATEWAY_", extra="ignore")
+
+    service_name: str = "gateway"
+    port: int = 8080
+    # Requests per key per window; 0 disables the limit even when Redis is configured.
+    rate_limit: int = 6000
+    rate_window_seconds: int = 60
+    # A revoked key keeps working on a replica for at most this long.
+    auth_cache_ttl_seconds: float = 5.0
+    auth_cache_size: int = 10_000
+    health_timeout_seconds: float = 0.5
+    max_batch_items: int = 500
+    max_batch_bytes: int = 500_000
+    # Seconds a client should wait when a downstream service is unavailable.
+    retry_after_seconds: int = 1

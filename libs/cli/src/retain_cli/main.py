@@ -1,0 +1,195 @@
+"""`retain`: the operator command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+
+from retain_cli.stack import GRPC_SERVICES, Stack, pick_ports
+
+app = typer.Typer(help="Retain: customer-retention operating system.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+VarDir = Annotated[Path, typer.Option(envvar="RETAIN_VAR_DIR", help="Where the embedded default keeps its data.")]
+DEMO_WORKSPACE = "ws_demo"
+DEMO_ROLES = ["admin"]
+
+
+def _mount_optional(module: str, name: str, help_text: str) -> None:
+    """Service-owned command groups (e.g. `retain clv` from scoring) mount when their package is installed."""
+    try:
+        sub = __import__(module, fromlist=["app"]).app
+    except ImportError:
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount_optional("retain_scoring.cli", "clv", "Customer lifetime value models (BG/NBD + Gamma-Gamma).")
+
+
+async def _ensure_demo_key(var_dir: Path) -> str:
+    """Reuse the demo key kept under var/ while it still authenticates; otherwise issue a new one."""
+    from retain_gateway.config import Settings as GatewaySettings
+    from retain_gateway.keys import authenticate, create_workspace, issue_key
+    from retain_kit.db import create_engine, session_factory
+
+    settings = GatewaySettings()
+    engine = create_engine(settings.database_url, schema=settings.schema)
+    sessions = session_factory(engine)
+    key_file = var_dir / "demo-api-key"
+    try:
+        await create_workspace(sessions, workspace_id=DEMO_WORKSPACE, name="Demo brand")
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            if await authenticate(sessions, key) is not None:
+                return key
+        key = await issue_key(sessions, workspace_id=DEMO_WORKSPACE, roles=DEMO_ROLES, name="demo")
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def up(
+    var_dir: VarDir = Path("var"),
+    demo: Annotated[bool, typer.Option(help="Create the demo workspace, key and data.")] = True,
+    fixed_ports: Annotated[bool, typer.Option(help="Use the documented ports when free.")] = True,
+) -> None:
+    """Start every service and the gateway on the embedded default; Ctrl-C stops them."""
+    var_dir = var_dir.resolve()
+    os.environ["RETAIN_VAR_DIR"] = str(var_dir)
+    stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=fixed_ports), log_dir=var_dir / "logs")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("migrating and starting services…", total=None)
+        try:
+            stack.start()
+        except Exception as exc:
+            stack.stop()
+            console.print(f"[red]start failed:[/red] {exc} (logs in {var_dir / 'logs'})")
+            raise typer.Exit(1) from exc
+        key = ""
+        if demo:
+            bar.update(task, description="preparing the demo workspace…")
+            key = asyncio.run(_ensure_demo_key(var_dir))
+            with httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {key}"}) as client:
+                fresh = client.get("/v1/customers/demo-001").status_code == 404
+            if fresh:
+                bar.update(task, description="loading demo data…")
+                from retain_cli.demo import load
+
+                load(stack.gateway_url, key)
+    console.print(f"[bold green]Retain is up[/bold green]  (data in {var_dir}, logs in {var_dir / 'logs'})")
+    console.print(f"Gateway: {stack.gateway_url}")
+    console.print(f"Docs:    {stack.gateway_url}/docs")
+    console.print(f"Health:  {stack.gateway_url}/healthz")
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    console.print(f"Traces:  {'OTLP → ' + otlp if otlp else 'set OTEL_EXPORTER_OTLP_ENDPOINT to export spans'}")
+    if key:
+        console.print(f"Workspace: {DEMO_WORKSPACE}")
+        console.print(f"API key: {key}", highlight=False, soft_wrap=True)
+    console.print("Press Ctrl-C to stop.")
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            dead = stack.dead()
+            if dead:
+                console.print(f"[red]{', '.join(dead)} exited[/red]; stopping (see {var_dir / 'logs'})")
+                break
+            time.sleep(0.5)
+    finally:
+        console.print("stopping…")
+        stack.stop()
+        console.print("stopped.")
+
+
+@app.command()
+def migrate(var_dir: VarDir = Path("var")) -> None:
+    """Run every service's database migrations."""
+    os.environ["RETAIN_VAR_DIR"] = str(var_dir.resolve())
+    Stack(var_dir=var_dir.resolve(), ports=pick_ports(fixed=True)).migrate()
+    console.print(f"migrated: {', '.join((*GRPC_SERVICES, 'gateway'))}")
+
+
+@app.command()
+def status(url: Annotated[str, typer.Option(envvar="RETAIN_URL")] = "http://127.0.0.1:8080") -> None:
+    """Show the gateway's view of every service's health."""
+    try:
+        reply = httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]gateway unreachable at {url}[/red]: {exc}")
+        raise typer.Exit(1) from exc
+    console.print_json(json.dumps(reply.json()))
+    raise typer.Exit(0 if reply.status_code == 200 else 1)
+
+
+@keys_app.command("create")
+def keys_create(
+    workspace: Annotated[str, typer.Option(help="Workspace id, e.g. ws_acme (created if missing).")],
+    roles: Annotated[str, typer.Option(help="Comma-separated: ingest,app,contact_centre,operator,auditor,admin")],
+    name: Annotated[str, typer.Option()] = "cli",
+    var_dir: VarDir = Path("var"),
+) -> None:
+    """Issue an API key for a workspace; prints it once."""
+    os.environ["RETAIN_VAR_DIR"] = str(var_dir.resolve())
+    from retain_gateway.config import Settings as GatewaySettings
+    from retain_gateway.keys import create_workspace, issue_key
+    from retain_kit.db import create_engine, session_factory
+
+    async def run() -> str:
+        settings = GatewaySettings()
+        engine = create_engine(settings.database_url, schema=settings.schema)
+        sessions = session_factory(engine)
+        try:
+            await create_workspace(sessions, workspace_id=workspace, name=workspace)
+            return await issue_key(
+                sessions, workspace_id=workspace, roles=[r.strip() for r in roles.split(",") if r.strip()], name=name
+            )
+        finally:
+            await engine.dispose()
+
+    console.print(f"API key: {asyncio.run(run())}", highlight=False, soft_wrap=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, var_dir: VarDir = Path("var")) -> None:
+    """Revoke an API key by id."""
+    os.environ["RETAIN_VAR_DIR"] = str(var_dir.resolve())
+    from retain_gateway.config import Settings as GatewaySettings
+    from retain_gateway.keys import revoke_key
+    from retain_kit.db import create_engine, session_factory
+
+    async def run() -> None:
+        settings = GatewaySettings()
+        engine = create_engine(settings.database_url, schema=settings.schema)
+        try:
+            await revoke_key(session_factory(engine), key_id=key_id)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    console.print(f"revoked {key_id}")
+
+
+if __name__ == "__main__":
+    app()
