@@ -50,7 +50,7 @@ class KitSettings(BaseSettings):
         return self
 
     @property
-    def schema(self) -> str | None:
+    def schema(self) -> str | None:  # type: ignore[override]  # shadows pydantic's deprecated schema()
         """PostgreSQL schema owned by this service (one database may host several services)."""
         return self.service_name if self.database_url.startswith("postgresql") else None
 

@@ -15,7 +15,7 @@ def _name(enum_name: str, prefix: str) -> str:
 
 
 def channel_name(value: int) -> str:
-    return _name(common_pb2.Channel.Name(value), "CHANNEL_") if value else ""
+    return _name(common_pb2.Channel.DESCRIPTOR.values_by_number[value].name, "CHANNEL_") if value else ""
 
 
 def channel_value(name: str) -> common_pb2.Channel.ValueType:
@@ -26,7 +26,7 @@ def channel_value(name: str) -> common_pb2.Channel.ValueType:
 
 
 def consent_status_name(value: int) -> str:
-    return _name(common_pb2.ConsentStatus.Name(value), "CONSENT_STATUS_") if value else ""
+    return _name(common_pb2.ConsentStatus.DESCRIPTOR.values_by_number[value].name, "CONSENT_STATUS_") if value else ""
 
 
 def consent_status_value(name: str) -> common_pb2.ConsentStatus.ValueType:
@@ -36,7 +36,7 @@ def consent_status_value(name: str) -> common_pb2.ConsentStatus.ValueType:
 
 
 def lifecycle_name(value: int) -> str:
-    return _name(common_pb2.LifecycleStage.Name(value), "LIFECYCLE_STAGE_") if value else ""
+    return _name(common_pb2.LifecycleStage.DESCRIPTOR.values_by_number[value].name, "LIFECYCLE_STAGE_") if value else ""
 
 
 def lifecycle_value(name: str) -> common_pb2.LifecycleStage.ValueType:
@@ -46,7 +46,7 @@ def lifecycle_value(name: str) -> common_pb2.LifecycleStage.ValueType:
 
 
 def delivery_status_name(value: int) -> str:
-    return _name(common_pb2.DeliveryStatus.Name(value), "DELIVERY_STATUS_") if value else ""
+    return _name(common_pb2.DeliveryStatus.DESCRIPTOR.values_by_number[value].name, "DELIVERY_STATUS_") if value else ""
 
 
 def delivery_status_value(name: str) -> common_pb2.DeliveryStatus.ValueType:

@@ -1,8 +1,9 @@
 from pathlib import Path
 
+from retain_kit.service_main import run_service
+
 from retain_audit.app import build
 from retain_audit.config import Settings
-from retain_kit.service_main import run_service
 
 SERVICE_DIR = Path(__file__).resolve().parents[2]
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
+from retain_kit.db import create_engine, session_factory
+from retain_kit.grpcserver import Registration
+from retain_kit.service_main import Built
 
 from retain_audit.config import Settings
 from retain_audit.server import AuditServicer
 from retain_audit.service import AuditLog
-from retain_kit.db import create_engine, session_factory
-from retain_kit.service_main import Built
-from retain_kit.grpcserver import Registration
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from retain_kit.protoconv import aware, utcnow
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_audit.domain.chain import GENESIS, Entry, link_hash
 from retain_audit.models import AuditRecordRow, ChainHeadRow
-from retain_kit.protoconv import aware, utcnow
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
+from retain.common.v1 import common_pb2
+from retain_kit.enums import channel_name, channel_value
+from retain_kit.protoconv import from_struct, from_timestamp, to_struct, to_timestamp
 
 from retain_audit.models import AuditRecordRow
 from retain_audit.repository import NewRecord, RecordFilter, to_entry
 from retain_audit.service import AuditLog
-from retain_kit.enums import channel_name, channel_value
-from retain_kit.protoconv import from_struct, from_timestamp, to_struct, to_timestamp
 
 
-def kind_name(value: int) -> str:
+def kind_name(value: audit_pb2.RecordKind.ValueType) -> str:
     return audit_pb2.RecordKind.Name(value).removeprefix("RECORD_KIND_").lower() if value else ""
 
 
@@ -30,7 +33,7 @@ def record_to_proto(row: AuditRecordRow) -> audit_pb2.AuditRecord:
         customer_id=row.customer_id,
         decision_id=row.decision_id,
         message_id=row.message_id,
-        channel=channel_value(row.channel) if row.channel else 0,
+        channel=channel_value(row.channel) if row.channel else common_pb2.CHANNEL_UNSPECIFIED,
         journey_id=row.journey_id,
         offer_id=row.offer_id,
         outcome=row.outcome,
@@ -48,7 +51,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self.log = log
 
     async def Append(
-        self, request: audit_pb2.AppendRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb2.AppendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.AppendResponse:
         r = request.record
         row = await self.log.append(
@@ -71,7 +74,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.AppendResponse(record=record_to_proto(row))
 
     async def ListRecords(
-        self, request: audit_pb2.ListRecordsRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb2.ListRecordsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.ListRecordsResponse:
         flt = RecordFilter(
             workspace_id=request.workspace_id,
@@ -89,7 +92,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.ListRecordsResponse(records=[record_to_proto(r) for r in rows], next_page_token=token)
 
     async def Verify(
-        self, request: audit_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb2.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.VerifyResponse:
         result = await self.log.verify(request.workspace_id)
         return audit_pb2.VerifyResponse(

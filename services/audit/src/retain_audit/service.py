@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from retain_kit.errors import InvalidArgument
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retain_audit.domain.chain import Verification, verify
 from retain_audit.models import AuditRecordRow
 from retain_audit.repository import AuditRepository, NewRecord, RecordFilter, to_entry
-from retain_kit.errors import InvalidArgument
 
 MAX_PAGE = 500
 

@@ -3,9 +3,6 @@ from pathlib import Path
 import grpc
 import pytest
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-
 from retain_audit.app import SERVICE_NAME
 from retain_audit.server import AuditServicer
 from retain_audit.service import AuditLog
@@ -13,6 +10,8 @@ from retain_kit.db import session_factory
 from retain_kit.grpcserver import Registration
 from retain_kit.protoconv import to_struct
 from retain_kit.testing import DbTarget
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 SERVICE_DIR = Path(__file__).resolve().parents[2]
 

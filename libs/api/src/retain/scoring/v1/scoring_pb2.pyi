@@ -224,8 +224,13 @@ class ScoreOffersRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     OFFER_IDS_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    PRIOR_ALPHA_FIELD_NUMBER: _builtins.int
+    PRIOR_BETA_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     customer_id: _builtins.str
+    prior_alpha: _builtins.float
+    """Beta prior over the accept rate; both unset means Beta(1, 9)."""
+    prior_beta: _builtins.float
     @_builtins.property
     def offer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -237,10 +242,12 @@ class ScoreOffersRequest(_message.Message):
         customer_id: _builtins.str = ...,
         offer_ids: _abc.Iterable[_builtins.str] | None = ...,
         features: _profile_pb2.Features | None = ...,
+        prior_alpha: _builtins.float = ...,
+        prior_beta: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "features", b"features", "offer_ids", b"offer_ids", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "features", b"features", "offer_ids", b"offer_ids", "prior_alpha", b"prior_alpha", "prior_beta", b"prior_beta", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,16 +316,20 @@ class RecordOutcomeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OFFER_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when this (decision_id, offer_id, outcome) was already recorded and nothing changed."""
     @_builtins.property
     def offer(self) -> Global___OfferPropensity: ...
     def __init__(
         self,
         *,
         offer: Global___OfferPropensity | None = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["offer", b"offer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offer", b"offer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "offer", b"offer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
