@@ -51,9 +51,17 @@ def shutdown() -> None:
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    """Database spans for one engine.
 
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+    The packaged SQLAlchemyInstrumentor refuses SQLAlchemy 2.1 by version check (and instruments only once per
+    process), so its EngineTracer is attached per engine directly; the event API it relies on is unchanged in 2.1.
+    """
+    from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import get_meter
+
+    usage = get_meter(scope).create_up_down_counter("db.client.connections.usage", unit="connections")
+    EngineTracer(trace.get_tracer(scope), engine.sync_engine, usage)
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:

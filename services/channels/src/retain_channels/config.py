@@ -3,7 +3,6 @@ from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
 from retain_kit.config import VAR_DIR, KitSettings
 
 
