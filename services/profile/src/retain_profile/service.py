@@ -1,0 +1,588 @@
+"""Profile use cases: ingest and resolve identities, read profiles and features, manage consent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from retain_kit.errors import InvalidArgument, NotFound, Unavailable
+from retain_kit.protoconv import aware, utcnow
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from retain_profile.domain import consent as consent_rules
+from retain_profile.domain.consent import ConsentAnswer, ConsentRecord
+from retain_profile.domain.events import IncomingEvent, Rejection, ValidEvent, validate
+from retain_profile.domain.features import EventFact, Features, Summary, features_at, summarize
+from retain_profile.domain.identity import (
+    CUSTOMER_PREFIX,
+    LOOKUP_ORDER,
+    Identifier,
+    choose_survivor,
+    combine_traits,
+    lookup_candidates,
+    merge_traits,
+    normalise,
+)
+from retain_profile.models import ConsentHistoryRow, CustomerRow, EventRow
+from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent
+from retain_profile.repository import ProfileRepository, consent_record
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+WRITE_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    index: int
+    message_id: str
+    status: str  # accepted | duplicate | rejected
+    customer_id: str = ""
+    field: str = ""
+    error: str = ""
+    merged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    customer_id: str
+    workspace_id: str
+    identifiers: list[Identifier]
+    traits: dict[str, Any]
+    events_count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    features: Features
+    consents: list[ConsentRecord]
+    time_zone: str
+    locale: str
+
+
+@dataclass(frozen=True)
+class ConsentChangeInput:
+    channel: str
+    purpose: str
+    status: str
+    source: str = ""
+    lawful_basis: str = ""
+    policy_version: str = ""
+    occurred_at: datetime | None = None
+
+
+@dataclass
+class _Batch:
+    """Bookkeeping for one ingest transaction."""
+
+    workspace_id: str
+    now: datetime
+    # Facts to fold into each customer's stored summary.
+    pending: dict[str, list[EventFact]] = field(default_factory=lambda: defaultdict(list))
+    # Customers whose summary is rebuilt from their stored events (they absorbed a merge).
+    rebuild: set[str] = field(default_factory=set)
+    # loser -> survivor for merges made in this batch.
+    merged: dict[str, str] = field(default_factory=dict)
+    stored: list[tuple[int, EventRow]] = field(default_factory=list)
+
+    def final(self, customer_id: str) -> str:
+        while customer_id in self.merged:
+            customer_id = self.merged[customer_id]
+        return customer_id
+
+
+class Profiles:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        audit: AuditSink,
+        publisher: EventPublisher,
+        country_code: str = "66",
+        default_time_zone: str = "Asia/Bangkok",
+        default_locale: str = "th",
+    ) -> None:
+        self.sessions = sessions
+        self.audit = audit
+        self.publisher = publisher
+        self.country_code = country_code
+        self.default_time_zone = default_time_zone
+        self.default_locale = default_locale
+        # SQLite has no row locks: serialise writers per workspace in-process; PostgreSQL replicas rely on
+        # row locks and unique constraints, retrying the batch when they lose a race.
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # ingestion
+
+    async def ingest(self, workspace_id: str, events: Sequence[IncomingEvent]) -> list[ItemResult]:
+        _require_workspace(workspace_id)
+        if len(events) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} events per batch", field="events")
+        now = utcnow()
+        checked = [validate(e, now=now, country_code=self.country_code) for e in events]
+        async with self._locks[workspace_id]:
+            for attempt in range(WRITE_ATTEMPTS):
+                try:
+                    results, batch = await self._ingest_once(workspace_id, events, checked, now=now)
+                    break
+                except IntegrityError:
+                    # Another replica stored one of these events or identifiers first; the retry sees it.
+                    if attempt == WRITE_ATTEMPTS - 1:
+                        raise Unavailable("concurrent writes kept conflicting; retry the batch") from None
+        await self._publish(workspace_id, batch)
+        return results
+
+    async def _ingest_once(
+        self,
+        workspace_id: str,
+        events: Sequence[IncomingEvent],
+        checked: Sequence[ValidEvent | Rejection],
+        *,
+        now: datetime,
+    ) -> tuple[list[ItemResult], _Batch]:
+        batch = _Batch(workspace_id, now)
+        results: list[ItemResult | None] = [None] * len(events)
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            valid = [(i, c) for i, c in enumerate(checked) if isinstance(c, ValidEvent)]
+            known = await repo.known_message_ids(workspace_id, [c.source.message_id for _, c in valid])
+            first_in_batch: dict[str, int] = {}
+            merged_by: dict[int, tuple[str, ...]] = {}
+            for index, item in enumerate(checked):
+                message_id = events[index].message_id
+                if isinstance(item, Rejection):
+                    results[index] = ItemResult(index, message_id, "rejected", field=item.field, error=item.error)
+                elif message_id in known:
+                    results[index] = ItemResult(index, message_id, "duplicate", customer_id=known[message_id])
+                elif message_id in first_in_batch:
+                    continue  # resolved below, once the first copy has its customer
+                else:
+                    first_in_batch[message_id] = index
+                    merged_by[index] = await self._store(repo, batch, index, item)
+            await session.flush()
+            await self._refresh_features(repo, batch)
+            await session.commit()
+        owner = {row.message_id: batch.final(row.customer_id) for _, row in batch.stored}
+        for index in range(len(checked)):
+            message_id = events[index].message_id
+            if results[index] is not None:
+                continue
+            if first_in_batch.get(message_id) == index:
+                results[index] = ItemResult(
+                    index, message_id, "accepted", customer_id=owner[message_id], merged=merged_by.get(index, ())
+                )
+            else:
+                results[index] = ItemResult(index, message_id, "duplicate", customer_id=owner[message_id])
+        return [r for r in results if r is not None], batch
+
+    async def _store(self, repo: ProfileRepository, batch: _Batch, index: int, item: ValidEvent) -> tuple[str, ...]:
+        customer, merged = await self._resolve(repo, batch, item)
+        if item.traits:
+            traits, times = merge_traits(customer.traits, customer.trait_times, item.traits, at=item.timestamp)
+            customer.traits, customer.trait_times, customer.updated_at = traits, times, batch.now
+        src = item.source
+        row = EventRow(
+            workspace_id=batch.workspace_id,
+            message_id=src.message_id,
+            customer_id=customer.customer_id,
+            type=src.type,
+            event=src.event,
+            user_id=src.user_id,
+            anonymous_id=src.anonymous_id,
+            previous_id=src.previous_id,
+            properties=dict(src.properties),
+            traits=dict(src.traits),
+            context=dict(src.context),
+            timestamp=item.timestamp,
+            received_at=batch.now,
+            published=not self.publisher.enabled,
+        )
+        repo.add_event(row)
+        batch.stored.append((index, row))
+        batch.pending[customer.customer_id].append(
+            EventFact(type=src.type, event=src.event, timestamp=item.timestamp, properties=src.properties)
+        )
+        return merged
+
+    async def _resolve(
+        self, repo: ProfileRepository, batch: _Batch, item: ValidEvent
+    ) -> tuple[CustomerRow, tuple[str, ...]]:
+        """The customer an event belongs to: found by any identifier, created, or the survivor of a merge."""
+        ws = batch.workspace_id
+        identifiers = list(item.identifiers)
+        if item.source.type == "alias":
+            previous = await self._lookup(repo, ws, item.source.previous_id)
+            identifiers.append(previous[0] if previous else Identifier("anonymous_id", item.source.previous_id.strip()))
+        owners = await repo.owners(ws, identifiers)
+        owner_ids = sorted(set(owners.values()))
+        merged: tuple[str, ...] = ()
+        if not owner_ids:
+            customer = await repo.create_customer(ws, f"{CUSTOMER_PREFIX}{uuid.uuid4().hex}", now=batch.now)
+        else:
+            if len(owner_ids) > 1:
+                survivor_ref = choose_survivor(await repo.customer_refs(ws, owner_ids))
+                losers = tuple(c for c in owner_ids if c != survivor_ref.customer_id)
+                reason = f"event {item.source.message_id} links " + ", ".join(
+                    f"{i.kind}" for i in identifiers if i in owners
+                )
+                for loser in losers:
+                    await self._merge(repo, batch, survivor=survivor_ref.customer_id, loser=loser, reason=reason)
+                merged = losers
+                owner_ids = [survivor_ref.customer_id]
+            found = await repo.customer(ws, owner_ids[0], for_update=True)
+            if found is None:
+                raise NotFound(f"customer {owner_ids[0]} vanished during ingest", field="customer_id")
+            customer = found
+        await repo.link(ws, customer.customer_id, [i for i in identifiers if i not in owners], now=batch.now)
+        return customer, merged
+
+    async def _merge(self, repo: ProfileRepository, batch: _Batch, *, survivor: str, loser: str, reason: str) -> None:
+        ws = batch.workspace_id
+        keep = await repo.customer(ws, survivor, for_update=True)
+        gone = await repo.customer(ws, loser, for_update=True)
+        if keep is None or gone is None:
+            raise NotFound("customer vanished during merge", field="customer_id")
+        keep.traits, keep.trait_times = combine_traits(
+            (keep.traits, keep.trait_times), (gone.traits, gone.trait_times)
+        )
+        keep.updated_at = batch.now
+        states = consent_rules.merge_states(
+            [consent_record(r) for r in await repo.consents(ws, survivor)],
+            [consent_record(r) for r in await repo.consents(ws, loser)],
+        )
+        await repo.drop_consents(ws, loser)
+        await repo.replace_consents(ws, survivor, states)
+        await repo.session.flush()
+        await repo.move_customer(ws, loser=loser, survivor=survivor, reason=reason, now=batch.now)
+        log.info("merged customer %s into %s (%s)", loser, survivor, reason)
+        batch.merged[loser] = survivor
+        batch.pending.pop(loser, None)
+        batch.rebuild.discard(loser)
+        batch.rebuild.add(survivor)
+
+    async def _refresh_features(self, repo: ProfileRepository, batch: _Batch) -> None:
+        ws = batch.workspace_id
+        for customer_id in sorted(set(batch.pending) | batch.rebuild):
+            existing = await repo.features_row(ws, customer_id, for_update=True)
+            if customer_id in batch.rebuild:
+                summary = summarize(await repo.facts(ws, customer_id))
+            else:
+                summary = Summary.from_json(existing.summary) if existing else Summary()
+                for fact in batch.pending[customer_id]:
+                    summary.add(fact)
+            features = self._features_now(summary)
+            await repo.save_features(
+                ws, customer_id, summary=summary.to_json(), features=features_json(features),
+                stage=features.lifecycle_stage, now=batch.now, existing=existing,
+            )
+
+    def _features_now(self, summary: Summary) -> Features:
+        now = utcnow()
+        # Events may carry a timestamp slightly ahead of our clock; never evaluate before the newest one.
+        return features_at(summary, max(now, summary.last_seen) if summary.last_seen else now)
+
+    async def _publish(self, workspace_id: str, batch: _Batch) -> None:
+        if not self.publisher.enabled or not batch.stored:
+            return
+        rows = [row for _, row in batch.stored]
+        if await self.publisher.publish([stream_event(workspace_id, row) for row in rows]):
+            async with self.sessions() as session:
+                await ProfileRepository(session).mark_published([row.id for row in rows])
+                await session.commit()
+
+    async def republish_pending(self, *, min_age: timedelta = timedelta(seconds=5), limit: int = 500) -> int:
+        """Publish events Redis refused earlier; returns how many made it onto the streams."""
+        if not self.publisher.enabled:
+            return 0
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            rows = await repo.unpublished(received_before=utcnow() - min_age, limit=limit)
+            if not rows or not await self.publisher.publish([stream_event(r.workspace_id, r) for r in rows]):
+                return 0
+            await repo.mark_published([r.id for r in rows])
+            await session.commit()
+        return len(rows)
+
+    async def run_republisher(self, *, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                while await self.republish_pending(min_age=timedelta(seconds=interval)) > 0:
+                    pass
+            except Exception:
+                log.exception("republishing pending events failed; will retry")
+
+    async def identify(
+        self,
+        workspace_id: str,
+        *,
+        user_id: str,
+        anonymous_id: str,
+        traits: dict[str, Any],
+        timestamp: datetime | None,
+        message_id: str,
+    ) -> str:
+        event = IncomingEvent(
+            message_id=message_id or f"identify-{uuid.uuid4().hex}",
+            type="identify",
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            traits=traits,
+            timestamp=timestamp,
+        )
+        return (await self._ingest_one(workspace_id, event)).customer_id
+
+    async def alias(self, workspace_id: str, *, previous_id: str, user_id: str, message_id: str) -> ItemResult:
+        if not user_id.strip():
+            raise InvalidArgument("user_id is required", field="user_id")
+        event = IncomingEvent(
+            message_id=message_id or f"alias-{uuid.uuid4().hex}",
+            type="alias",
+            user_id=user_id,
+            previous_id=previous_id,
+        )
+        return await self._ingest_one(workspace_id, event)
+
+    async def _ingest_one(self, workspace_id: str, event: IncomingEvent) -> ItemResult:
+        (result,) = await self.ingest(workspace_id, [event])
+        if result.status == "rejected":
+            raise InvalidArgument(result.error, field=result.field)
+        if result.status == "duplicate":
+            async with self.sessions() as session:
+                live = await ProfileRepository(session).live_customer(workspace_id, result.customer_id)
+            owner = live.customer_id if live else ""
+            return ItemResult(result.index, result.message_id, "duplicate", customer_id=owner)
+        return result
+
+    # reads
+
+    async def _lookup(
+        self, repo: ProfileRepository, workspace_id: str, reference: str
+    ) -> tuple[Identifier, str] | None:
+        candidates = lookup_candidates(reference, country_code=self.country_code)
+        owners = await repo.owners(workspace_id, candidates)
+        for kind in LOOKUP_ORDER:
+            for ident in candidates:
+                if ident.kind == kind and ident in owners:
+                    return ident, owners[ident]
+        return None
+
+    async def _customer(
+        self, repo: ProfileRepository, workspace_id: str, reference: str, identifier: Identifier | None = None
+    ) -> CustomerRow:
+        _require_workspace(workspace_id)
+        row: CustomerRow | None = None
+        if identifier is not None:
+            try:
+                value = normalise(identifier.kind, identifier.value, country_code=self.country_code)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field="identifier") from exc
+            owners = await repo.owners(workspace_id, [Identifier(identifier.kind, value)])
+            if owners:
+                row = await repo.live_customer(workspace_id, next(iter(owners.values())))
+            field_name = "identifier"
+        else:
+            reference = reference.strip()
+            if not reference:
+                raise InvalidArgument("customer_id or identifier is required", field="customer_id")
+            if reference.startswith(CUSTOMER_PREFIX):
+                row = await repo.live_customer(workspace_id, reference)
+            if row is None:
+                found = await self._lookup(repo, workspace_id, reference)
+                if found is not None:
+                    row = await repo.live_customer(workspace_id, found[1])
+            field_name = "customer_id"
+        if row is None:
+            raise NotFound("no customer with that id or identifier", field=field_name)
+        return row
+
+    async def profile(self, workspace_id: str, reference: str, identifier: Identifier | None = None) -> ProfileView:
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            customer = await self._customer(repo, workspace_id, reference, identifier)
+            cid = customer.customer_id
+            features, summary = await self._stored_features(repo, workspace_id, cid)
+            identifiers = await repo.identifiers_of(workspace_id, cid)
+            consents = [consent_record(r) for r in await repo.consents(workspace_id, cid)]
+        traits = dict(customer.traits or {})
+        return ProfileView(
+            customer_id=cid,
+            workspace_id=workspace_id,
+            identifiers=identifiers,
+            traits=traits,
+            events_count=summary.events_count,
+            first_seen=summary.first_seen,
+            last_seen=summary.last_seen,
+            features=features,
+            consents=consents,
+            time_zone=str(traits.get("time_zone") or self.default_time_zone),
+            locale=str(traits.get("locale") or self.default_locale),
+        )
+
+    async def features(self, workspace_id: str, reference: str) -> tuple[str, Features]:
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            customer = await self._customer(repo, workspace_id, reference)
+            features, _ = await self._stored_features(repo, workspace_id, customer.customer_id)
+        return customer.customer_id, features
+
+    async def _stored_features(
+        self, repo: ProfileRepository, workspace_id: str, customer_id: str
+    ) -> tuple[Features, Summary]:
+        row = await repo.features_row(workspace_id, customer_id)
+        summary = Summary.from_json(row.summary) if row else Summary()
+        # Time-relative features (recency, windows, stage) are evaluated now, not when the last event came.
+        return self._features_now(summary), summary
+
+    async def list_events(
+        self, workspace_id: str, reference: str, *, page_size: int, page_token: str
+    ) -> tuple[str, list[EventRow], str]:
+        size = min(max(page_size or DEFAULT_PAGE, 1), MAX_PAGE)
+        before = _decode_cursor(page_token) if page_token else None
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            customer = await self._customer(repo, workspace_id, reference)
+            rows = await repo.events_page(workspace_id, customer.customer_id, before=before, limit=size + 1)
+        token = _encode_cursor(rows[size - 1]) if len(rows) > size else ""
+        return customer.customer_id, rows[:size], token
+
+    # consent
+
+    async def set_consents(
+        self, workspace_id: str, reference: str, changes: Sequence[ConsentChangeInput], *, actor: str
+    ) -> tuple[str, list[ConsentRecord]]:
+        if not changes:
+            raise InvalidArgument("at least one change is required", field="changes")
+        now = utcnow()
+        prepared = [self._prepare_change(i, c, now=now) for i, c in enumerate(changes)]
+        async with self._locks[workspace_id]:
+            async with self.sessions() as session:
+                repo = ProfileRepository(session)
+                cid = (await self._customer(repo, workspace_id, reference)).customer_id
+                state = {(r.channel, r.purpose): consent_record(r) for r in await repo.consents(workspace_id, cid)}
+                # Audit first: a change the audit log did not take is never applied (fail-closed).
+                history: list[ConsentHistoryRow] = []
+                for record in prepared:
+                    current = state.get(record.key)
+                    entry = ConsentAuditEntry(
+                        change_id=f"cch_{uuid.uuid4().hex}",
+                        customer_id=cid,
+                        channel=record.channel,
+                        purpose=record.purpose,
+                        status=record.status,
+                        previous_status=current.status if current else "",
+                        source=record.source,
+                        lawful_basis=record.lawful_basis,
+                        policy_version=record.policy_version,
+                        actor=actor,
+                        occurred_at=record.updated_at,
+                    )
+                    audit_id = await self.audit.append_consent(workspace_id, entry)
+                    history.append(
+                        ConsentHistoryRow(
+                            **{k: v for k, v in asdict(entry).items()},
+                            workspace_id=workspace_id,
+                            recorded_at=now,
+                            audit_record_id=audit_id,
+                        )
+                    )
+                    if consent_rules.supersedes(record.updated_at, current):
+                        state[record.key] = record
+                for row in history:
+                    repo.add_consent_history(row)
+                await repo.replace_consents(workspace_id, cid, state.values())
+                await session.commit()
+        return cid, sorted(state.values(), key=lambda r: r.key)
+
+    def _prepare_change(self, index: int, change: ConsentChangeInput, *, now: datetime) -> ConsentRecord:
+        prefix = f"changes[{index}]"
+        if not change.channel:
+            raise InvalidArgument("channel is required", field=f"{prefix}.channel")
+        if change.status not in consent_rules.STATUSES:
+            raise InvalidArgument("status must be granted, denied or withdrawn", field=f"{prefix}.status")
+        try:
+            purpose = consent_rules.normalise_purpose(change.purpose)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), field=f"{prefix}.purpose") from exc
+        occurred = aware(change.occurred_at) if change.occurred_at else now
+        if occurred > now + timedelta(days=1):
+            raise InvalidArgument("occurred_at is in the future", field=f"{prefix}.occurred_at")
+        return ConsentRecord(
+            channel=change.channel,
+            purpose=purpose,
+            status=change.status,
+            source=change.source.strip(),
+            lawful_basis=change.lawful_basis.strip(),
+            policy_version=change.policy_version.strip(),
+            updated_at=occurred,
+        )
+
+    async def check_consent(
+        self, workspace_id: str, reference: str, *, channel: str, purpose: str
+    ) -> tuple[ConsentRecord | None, ConsentAnswer]:
+        if not channel:
+            raise InvalidArgument("channel is required", field="channel")
+        try:
+            purpose = consent_rules.normalise_purpose(purpose)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), field="purpose") from exc
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            cid = (await self._customer(repo, workspace_id, reference)).customer_id
+            row = await repo.consent(workspace_id, cid, channel=channel, purpose=purpose)
+        record = consent_record(row) if row else None
+        return record, consent_rules.check(record, channel=channel, purpose=purpose)
+
+    async def consent_history(self, workspace_id: str, reference: str) -> list[ConsentHistoryRow]:
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            cid = (await self._customer(repo, workspace_id, reference)).customer_id
+            return await repo.consent_history(workspace_id, cid)
+
+
+def stream_event(workspace_id: str, row: EventRow) -> StreamEvent:
+    return StreamEvent(
+        workspace_id=workspace_id,
+        message_id=row.message_id,
+        customer_id=row.customer_id,
+        event=row.event,
+        type=row.type,
+        timestamp=aware(row.timestamp),
+        properties=row.properties or {},
+    )
+
+
+def features_json(features: Features) -> dict[str, Any]:
+    data = asdict(features)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    data["segments"] = list(features.segments)
+    return data
+
+
+def _require_workspace(workspace_id: str) -> None:
+    if not workspace_id:
+        raise InvalidArgument("workspace_id is required", field="workspace_id")
+
+
+def _encode_cursor(row: EventRow) -> str:
+    raw = f"{aware(row.timestamp).isoformat()}|{row.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(token: str) -> tuple[datetime, int]:
+    try:
+        stamp, row_id = base64.urlsafe_b64decode(token.encode()).decode().rsplit("|", 1)
+        return aware(datetime.fromisoformat(stamp)), int(row_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("page_token is not valid", field="page_token") from exc
