@@ -114,11 +114,11 @@ def _check(node: ast.AST, names: set[str], *, depth: int) -> None:
             _check(operand, names, depth=depth + 1)
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             _check(left, names, depth=depth + 1)
-            for op, right in zip(ops, comparators, strict=True):
-                if type(op) not in _CMPOPS:
-                    raise ExpressionError(f"comparison {type(op).__name__} is not allowed")
+            for cmp, right in zip(ops, comparators, strict=True):
+                if type(cmp) not in _CMPOPS:
+                    raise ExpressionError(f"comparison {type(cmp).__name__} is not allowed")
                 if isinstance(right, ast.List | ast.Tuple):
-                    if not isinstance(op, ast.In | ast.NotIn):
+                    if not isinstance(cmp, ast.In | ast.NotIn):
                         raise ExpressionError("list literals are only allowed on the right of 'in'")
                     for element in right.elts:
                         _check_constant(element)
@@ -159,10 +159,10 @@ def _eval(node: ast.expr, ns: Mapping[str, Value]) -> Any:
             return _number(_eval(operand, ns))
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             current = _eval(left, ns)
-            for op, right_node in zip(ops, comparators, strict=True):
+            for cmp, right_node in zip(ops, comparators, strict=True):
                 right = _eval(right_node, ns)
                 try:
-                    ok = _CMPOPS[type(op)](current, right)
+                    ok = _CMPOPS[type(cmp)](current, right)
                 except TypeError as exc:
                     raise ExpressionError(f"cannot compare {current!r} with {right!r}") from exc
                 if not ok:

@@ -1,0 +1,42 @@
+"""Decision tables: the offer catalogue (current version) and every version it ever had."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from retain_kit.db import make_metadata
+from sqlalchemy import Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+metadata = make_metadata()
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class OfferRow(Base):
+    """The current definition of an offer; `spec` is the JSON form of domain.offers.Offer."""
+
+    __tablename__ = "offers"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    offer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean)
+    spec: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[str] = mapped_column(String(128), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OfferVersionRow(Base):
+    """Append-only history; the primary key makes two writers racing for one version collide."""
+
+    __tablename__ = "offer_versions"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    offer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

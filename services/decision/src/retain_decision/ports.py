@@ -1,0 +1,120 @@
+"""What the decision use cases need from other services. gRPC adapters live in clients.py.
+
+Adapters raise retain_kit errors: NotFound for an unknown customer, Unavailable when the other
+service cannot be reached or fails, so the use cases decide what fails closed and what degrades.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from retain_decision.domain.expressions import Value
+from retain_decision.domain.pipeline import ModelRef, Propensity
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    customer_id: str
+    identifiers: tuple[tuple[str, str], ...] = ()
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    features: Mapping[str, Value] = field(default_factory=dict)
+    consents: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    locale: str = ""
+    time_zone: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentAnswer:
+    allowed: bool
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CustomerScores:
+    values: Mapping[str, float]
+    models: Mapping[str, ModelRef]
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    idempotency_key: str
+    customer_id: str
+    channel: str
+    offer_id: str
+    purpose: str
+    decision_id: str
+    recipient: str
+    locale: str
+    subject: str
+    body: str
+    variables: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    message_id: str
+    status: str
+    provider: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    kind: str
+    outcome: str
+    customer_id: str = ""
+    decision_id: str = ""
+    message_id: str = ""
+    channel: str = ""
+    offer_id: str = ""
+    actor: str = ""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+    idempotency_key: str = ""
+
+
+class ProfileReader(Protocol):
+    """The profile service: who the customer is, and whether they may be contacted."""
+
+    async def get_profile(self, workspace_id: str, customer_id: str) -> CustomerProfile: ...
+
+    async def check_consent(
+        self, workspace_id: str, customer_id: str, *, channel: str, purpose: str
+    ) -> ConsentAnswer: ...
+
+
+class Scorer(Protocol):
+    """The scoring service: customer scores, per-offer propensities, and outcome learning."""
+
+    async def score_customer(self, workspace_id: str, customer_id: str) -> CustomerScores: ...
+
+    async def score_offers(
+        self, workspace_id: str, customer_id: str, offer_ids: Sequence[str]
+    ) -> Mapping[str, Propensity]: ...
+
+    async def record_outcome(
+        self,
+        workspace_id: str,
+        *,
+        customer_id: str,
+        offer_id: str,
+        outcome: str,
+        decision_id: str,
+        occurred_at: datetime | None,
+    ) -> None: ...
+
+
+class Dispatcher(Protocol):
+    """The channels service: delivers an approved message once per idempotency key."""
+
+    async def dispatch(self, workspace_id: str, message: OutboundMessage) -> DispatchResult: ...
+
+
+class AuditSink(Protocol):
+    """The audit log: returns only once the record is durable."""
+
+    async def append(self, workspace_id: str, entry: AuditEntry) -> str: ...
