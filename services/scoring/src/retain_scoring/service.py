@@ -1,0 +1,201 @@
+"""Scoring use cases: customer scores through the BentoML service, offer propensities from outcome counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from retain_kit.errors import InvalidArgument
+from retain_kit.protoconv import utcnow
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from retain_scoring.bento_service import ScoringModels
+from retain_scoring.domain.btyd import DAYS_PER_WEEK
+from retain_scoring.domain.offers import BetaPrior, OfferCounts, propensity
+from retain_scoring.domain.scores import SCORE_COLUMNS, CustomerFeatures, check_features, feature_row
+from retain_scoring.ports import FeatureSource
+from retain_scoring.repository import OfferOutcomeRepository
+from retain_scoring.store import BtydModel, ModelRef
+
+MAX_CUSTOMERS = 5000
+MAX_HORIZON_DAYS = 3650
+MAX_OFFERS = 500
+OFFER_MODEL = ModelRef("retain-offer-beta", "v1")
+OUTCOMES = ("impression", "click", "accept", "decline")
+
+
+@dataclass(frozen=True)
+class CustomerRequest:
+    customer_id: str
+    features: CustomerFeatures | None
+
+
+@dataclass(frozen=True)
+class CustomerScore:
+    customer_id: str
+    values: dict[str, float]
+    model: ModelRef
+
+
+@dataclass(frozen=True)
+class OfferScore:
+    counts: OfferCounts
+    propensity: float
+
+
+class CustomerScorer:
+    def __init__(
+        self,
+        models: ScoringModels,
+        source: FeatureSource,
+        *,
+        default_horizon_days: int = 90,
+        refresh_seconds: float = 60.0,
+    ) -> None:
+        self.models = models
+        self.source = source
+        self.default_horizon_days = default_horizon_days
+        self.refresh_seconds = refresh_seconds
+        self._checked = time.monotonic()
+
+    def model(self) -> BtydModel:
+        """The current BTYD model; a model saved by `retain clv fit --save` is picked up within a minute."""
+        if time.monotonic() - self._checked > self.refresh_seconds:
+            self._checked = time.monotonic()
+            return self.models.reload()
+        return self.models.btyd
+
+    def stored_models(self) -> list[BtydModel]:
+        """Every BTYD model in the store, newest first."""
+        return self.models.registry.list_btyd()
+
+    async def score(
+        self, workspace_id: str, customers: Sequence[CustomerRequest], *, horizon_days: int
+    ) -> tuple[list[CustomerScore], int, datetime]:
+        if not workspace_id:
+            raise InvalidArgument("workspace_id is required", field="workspace_id")
+        if not customers:
+            raise InvalidArgument("at least one customer is required", field="customers")
+        if len(customers) > MAX_CUSTOMERS:
+            raise InvalidArgument(f"at most {MAX_CUSTOMERS} customers per request", field="customers")
+        if horizon_days < 0 or horizon_days > MAX_HORIZON_DAYS:
+            raise InvalidArgument(f"horizon_days must be within 0..{MAX_HORIZON_DAYS}", field="horizon_days")
+        horizon = horizon_days or self.default_horizon_days
+        for i, customer in enumerate(customers):
+            if not customer.customer_id:
+                raise InvalidArgument("customer_id is required", field=f"customers[{i}].customer_id")
+            if customer.features is not None and (bad := check_features(customer.features)):
+                raise InvalidArgument(f"{bad} is not valid", field=f"customers[{i}].features.{bad}")
+        resolved = await asyncio.gather(*(self._features(workspace_id, i, c) for i, c in enumerate(customers)))
+        scored_at = utcnow()
+        now = scored_at.timestamp()
+        rows = np.array(
+            [feature_row(f, now=now, horizon_weeks=horizon / DAYS_PER_WEEK) for _, f in resolved],
+            dtype=np.float64,
+        )
+        model = self.model()
+        matrix = self.models.score(rows)
+        scores = [
+            CustomerScore(customer_id, dict(zip(SCORE_COLUMNS, map(float, matrix[i]), strict=True)), model.ref)
+            for i, (customer_id, _) in enumerate(resolved)
+        ]
+        return scores, horizon, scored_at
+
+    async def _features(self, workspace_id: str, index: int, customer: CustomerRequest) -> tuple[str, CustomerFeatures]:
+        if customer.features is not None:
+            return customer.customer_id, customer.features
+        customer_id, features = await self.source.features(
+            workspace_id, customer.customer_id, field=f"customers[{index}].customer_id"
+        )
+        if bad := check_features(features):
+            raise InvalidArgument(f"profile returned an invalid {bad}", field=f"customers[{index}].customer_id")
+        return customer_id, features
+
+
+def _check_offer_id(offer_id: str, field: str) -> None:
+    if not offer_id or len(offer_id) > 64:
+        raise InvalidArgument("offer_id must be 1-64 characters", field=field)
+
+
+class OfferPropensities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, prior: BetaPrior) -> None:
+        self.sessions = sessions
+        self.prior = prior
+
+    async def score(
+        self, workspace_id: str, offer_ids: Sequence[str], *, prior: BetaPrior | None = None
+    ) -> list[OfferScore]:
+        if not workspace_id:
+            raise InvalidArgument("workspace_id is required", field="workspace_id")
+        if not offer_ids:
+            raise InvalidArgument("at least one offer id is required", field="offer_ids")
+        if len(offer_ids) > MAX_OFFERS:
+            raise InvalidArgument(f"at most {MAX_OFFERS} offers per request", field="offer_ids")
+        for i, offer_id in enumerate(offer_ids):
+            _check_offer_id(offer_id, f"offer_ids[{i}]")
+        unique = list(dict.fromkeys(offer_ids))
+        async with self.sessions() as session:
+            counts = await OfferOutcomeRepository(session).counts(workspace_id, unique)
+        used = prior or self.prior
+        return [OfferScore(counts[o], propensity(counts[o], used)) for o in unique]
+
+    async def record(
+        self,
+        workspace_id: str,
+        *,
+        offer_id: str,
+        outcome: str,
+        customer_id: str,
+        decision_id: str,
+        occurred_at: datetime | None,
+    ) -> tuple[OfferScore, bool]:
+        """Counts one outcome; returns the offer's new counts and whether the outcome was a duplicate."""
+        if not workspace_id:
+            raise InvalidArgument("workspace_id is required", field="workspace_id")
+        _check_offer_id(offer_id, "offer_id")
+        if outcome not in OUTCOMES:
+            raise InvalidArgument("outcome is required", field="outcome")
+        if len(decision_id) > 64:
+            raise InvalidArgument("decision_id is too long", field="decision_id")
+        duplicate = False
+        async with self.sessions() as session:
+            repo = OfferOutcomeRepository(session)
+            try:
+                deltas = await self._deltas(repo, workspace_id, offer_id=offer_id, outcome=outcome,
+                                            decision_id=decision_id)
+                await repo.add_event(workspace_id, decision_id=decision_id, offer_id=offer_id,
+                                     customer_id=customer_id, outcome=outcome, occurred_at=occurred_at)
+                await repo.increment(workspace_id, offer_id, deltas)
+                await session.commit()
+            except IntegrityError:
+                # The same (decision, offer, outcome) was recorded, possibly by another replica just now.
+                await session.rollback()
+                duplicate = True
+            counts = (await repo.counts(workspace_id, [offer_id]))[offer_id]
+        return OfferScore(counts, propensity(counts, self.prior)), duplicate
+
+    @staticmethod
+    async def _deltas(
+        repo: OfferOutcomeRepository, workspace_id: str, *, offer_id: str, outcome: str, decision_id: str
+    ) -> dict[str, int]:
+        """Counter changes. An accept implies the offer was shown; never count that impression twice."""
+        if outcome == "impression":
+            implied = bool(decision_id) and await repo.has_event(
+                workspace_id, decision_id=decision_id, offer_id=offer_id, outcome="accept"
+            )
+            return {"impressions": 0 if implied else 1}
+        if outcome == "accept":
+            if decision_id:
+                shown = await repo.has_event(
+                    workspace_id, decision_id=decision_id, offer_id=offer_id, outcome="impression"
+                )
+            else:
+                current = (await repo.counts(workspace_id, [offer_id]))[offer_id]
+                shown = current.impressions > current.accepts
+            return {"accepts": 1, "impressions": 0 if shown else 1}
+        return {"clicks": 1} if outcome == "click" else {"declines": 1}
