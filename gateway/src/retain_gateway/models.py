@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from retain_kit.db import make_metadata
 from sqlalchemy import DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from retain_kit.db import make_metadata
 
 metadata = make_metadata()
 

@@ -1,0 +1,86 @@
+"""Composition: settings -> engine, gRPC stubs, Redis -> typed state -> FastAPI app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from grpc_health.v1 import health_pb2_grpc
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from retain.audit.v1 import audit_pb2, audit_pb2_grpc
+from retain.decision.v1 import decision_pb2, decision_pb2_grpc
+from retain.profile.v1 import profile_pb2, profile_pb2_grpc
+from retain_kit import redis_client
+from retain_kit.config import Endpoints
+from retain_kit.db import create_engine, session_factory
+from retain_kit.grpcserver import channel
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from retain_gateway import errors
+from retain_gateway.config import Settings
+from retain_gateway.domain.authcache import AuthCache
+from retain_gateway.ratelimit import RateLimiter
+from retain_gateway.routes import audit, customers, decisions, health, tracking
+from retain_gateway.state import Downstream, GatewayState
+
+PROFILE = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
+DECISION = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
+AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+
+DESCRIPTION = """
+The public REST surface of Retain. Authenticate with an API key as `Authorization: Bearer rk_…`,
+as the HTTP Basic user name with an empty password (Segment write key), or as `X-API-Key`.
+Every request is scoped to the key's workspace. Errors are `{"error", "detail", "field"}`.
+"""
+
+
+def create_app(
+    settings: Settings, *, endpoints: Endpoints | None = None, engine: AsyncEngine | None = None
+) -> FastAPI:
+    """The gateway app. A given `engine` is used as is and left open (tests own theirs)."""
+    targets = endpoints or Endpoints()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = engine or create_engine(settings.database_url, schema=settings.schema)
+        channels = {
+            "profile": channel(targets.profile_addr),
+            "decision": channel(targets.decision_addr),
+            "audit": channel(targets.audit_addr),
+        }
+        redis = redis_client.connect(settings.redis_url) if settings.redis_url else None
+        app.state.gateway = GatewayState(
+            settings=settings,
+            engine=db,
+            sessions=session_factory(db),
+            profile=profile_pb2_grpc.ProfileServiceStub(channels["profile"]),
+            decision=decision_pb2_grpc.DecisionServiceStub(channels["decision"]),
+            audit=audit_pb2_grpc.AuditServiceStub(channels["audit"]),
+            auth_cache=AuthCache(ttl=settings.auth_cache_ttl_seconds, maxsize=settings.auth_cache_size),
+            limiter=(
+                RateLimiter(redis, limit=settings.rate_limit, window_seconds=settings.rate_window_seconds)
+                if redis is not None
+                else None
+            ),
+            downstreams=[
+                Downstream(name, service, channels[name], health_pb2_grpc.HealthStub(channels[name]))
+                for name, service in (("profile", PROFILE), ("decision", DECISION), ("audit", AUDIT))
+            ],
+        )
+        try:
+            yield
+        finally:
+            for ch in channels.values():
+                await ch.close()
+            if redis is not None:
+                await redis.aclose()
+            if engine is None:
+                await db.dispose()
+
+    app = FastAPI(title="Retain gateway", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    errors.install(app, retry_after_seconds=settings.retry_after_seconds)
+    for module in (tracking, customers, decisions, audit, health):
+        app.include_router(module.router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
+    return app

@@ -1,0 +1,3 @@
+from gateway_harness import gw, make_harness
+
+__all__ = ["gw", "make_harness"]
