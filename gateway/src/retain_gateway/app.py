@@ -9,8 +9,10 @@ from fastapi import FastAPI
 from grpc_health.v1 import health_pb2_grpc
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
+from retain.channels.v1 import channels_pb2
 from retain.decision.v1 import decision_pb2, decision_pb2_grpc
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
+from retain.scoring.v1 import scoring_pb2
 from retain_kit import redis_client
 from retain_kit.config import Endpoints
 from retain_kit.db import create_engine, session_factory
@@ -27,6 +29,8 @@ from retain_gateway.state import Downstream, GatewayState
 PROFILE = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
 DECISION = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+SCORING = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
+CHANNELS = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
 
 DESCRIPTION = """
 The public REST surface of Retain. Authenticate with an API key as `Authorization: Bearer rk_…`,
@@ -48,6 +52,9 @@ def create_app(
             "profile": channel(targets.profile_addr),
             "decision": channel(targets.decision_addr),
             "audit": channel(targets.audit_addr),
+            # Not called by any route yet; held so /healthz reports every service of the suite.
+            "scoring": channel(targets.scoring_addr),
+            "channels": channel(targets.channels_addr),
         }
         redis = redis_client.connect(settings.redis_url) if settings.redis_url else None
         app.state.gateway = GatewayState(
@@ -65,7 +72,13 @@ def create_app(
             ),
             downstreams=[
                 Downstream(name, service, channels[name], health_pb2_grpc.HealthStub(channels[name]))
-                for name, service in (("profile", PROFILE), ("decision", DECISION), ("audit", AUDIT))
+                for name, service in (
+                    ("profile", PROFILE),
+                    ("decision", DECISION),
+                    ("audit", AUDIT),
+                    ("scoring", SCORING),
+                    ("channels", CHANNELS),
+                )
             ],
         )
         try:

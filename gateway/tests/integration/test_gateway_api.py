@@ -346,7 +346,7 @@ async def test_healthz_reports_each_downstream(make_harness: HarnessFactory) -> 
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
-    assert set(body["services"]) == {"profile", "decision", "audit", "gateway_db"}
+    assert set(body["services"]) == {"profile", "scoring", "channels", "decision", "audit", "gateway_db"}
     assert body["services"]["audit"] == "SERVING" and body["services"]["gateway_db"] == "SERVING"
     assert body["services"]["decision"] != "SERVING"
 

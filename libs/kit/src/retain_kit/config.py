@@ -31,6 +31,8 @@ class KitSettings(BaseSettings):
 
     service_name: str = "retain"
     database_url: str = ""
+    # PostgreSQL schema for this service's tables; defaults to the service name.
+    database_schema: str = ""
     redis_url: str = ""
     host: str = "127.0.0.1"
     port: int = 0
@@ -52,7 +54,9 @@ class KitSettings(BaseSettings):
     @property
     def schema(self) -> str | None:  # type: ignore[override]  # shadows pydantic's deprecated schema()
         """PostgreSQL schema owned by this service (one database may host several services)."""
-        return self.service_name if self.database_url.startswith("postgresql") else None
+        if not self.database_url.startswith("postgresql"):
+            return None
+        return self.database_schema or self.service_name
 
 
 class Endpoints(BaseSettings):

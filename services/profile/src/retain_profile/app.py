@@ -20,9 +20,9 @@ from retain_profile.service import Profiles
 SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
 
 
-async def build(settings: Settings) -> Built:
+async def build(settings: Settings, endpoints: Endpoints | None = None) -> Built:
     engine = create_engine(settings.database_url, schema=settings.schema)
-    audit_channel = channel(Endpoints().audit_addr)
+    audit_channel = channel((endpoints or Endpoints()).audit_addr)
     publisher: RedisEventPublisher | DisabledPublisher = (
         RedisEventPublisher.from_url(settings.redis_url, maxlen=settings.stream_maxlen)
         if settings.redis_url

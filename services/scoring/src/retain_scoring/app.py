@@ -26,10 +26,10 @@ def in_process_models(settings: Settings) -> ScoringModels:
     return in_process(ModelRegistry(settings.bentoml_home), policy_from(settings))
 
 
-async def build(settings: Settings) -> Built:
+async def build(settings: Settings, endpoints: Endpoints | None = None) -> Built:
     engine = create_engine(settings.database_url, schema=settings.schema)
     models = await asyncio.to_thread(in_process_models, settings)
-    profile_channel = channel(Endpoints().profile_addr)
+    profile_channel = channel((endpoints or Endpoints()).profile_addr)
     customers = CustomerScorer(
         models,
         ProfileFeatures(profile_channel, timeout=settings.rpc_timeout_seconds),

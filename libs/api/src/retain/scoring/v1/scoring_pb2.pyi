@@ -195,11 +195,23 @@ class OfferPropensity(_message.Message):
     PROPENSITY_FIELD_NUMBER: _builtins.int
     IMPRESSIONS_FIELD_NUMBER: _builtins.int
     ACCEPTS_FIELD_NUMBER: _builtins.int
+    THOMPSON_SAMPLE_FIELD_NUMBER: _builtins.int
+    SEGMENT_IMPRESSIONS_FIELD_NUMBER: _builtins.int
+    SEGMENT_ACCEPTS_FIELD_NUMBER: _builtins.int
     offer_id: _builtins.str
     impressions: _builtins.int
     accepts: _builtins.int
+    segment_impressions: _builtins.int
+    """Impressions and accepts within the customer's segment (the counts behind both scores)."""
+    segment_accepts: _builtins.int
     @_builtins.property
     def propensity(self) -> Global___Score: ...
+    @_builtins.property
+    def thompson_sample(self) -> Global___Score:
+        """One draw from the (offer, segment) Beta posterior: rank by it to explore (Thompson sampling), by
+        `propensity` (the posterior mean) to exploit only.
+        """
+
     def __init__(
         self,
         *,
@@ -207,10 +219,13 @@ class OfferPropensity(_message.Message):
         propensity: Global___Score | None = ...,
         impressions: _builtins.int = ...,
         accepts: _builtins.int = ...,
+        thompson_sample: Global___Score | None = ...,
+        segment_impressions: _builtins.int = ...,
+        segment_accepts: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["propensity", b"propensity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["propensity", b"propensity", "thompson_sample", b"thompson_sample"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts", b"accepts", "impressions", b"impressions", "offer_id", b"offer_id", "propensity", b"propensity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts", b"accepts", "impressions", b"impressions", "offer_id", b"offer_id", "propensity", b"propensity", "segment_accepts", b"segment_accepts", "segment_impressions", b"segment_impressions", "thompson_sample", b"thompson_sample"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,12 +235,33 @@ Global___OfferPropensity: _TypeAlias = OfferPropensity  # noqa: Y015
 class ScoreOffersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PriorPropensityEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     OFFER_IDS_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
     PRIOR_ALPHA_FIELD_NUMBER: _builtins.int
     PRIOR_BETA_FIELD_NUMBER: _builtins.int
+    PRIOR_PROPENSITY_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     customer_id: _builtins.str
     prior_alpha: _builtins.float
@@ -235,6 +271,10 @@ class ScoreOffersRequest(_message.Message):
     def offer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def features(self) -> _profile_pb2.Features: ...
+    @_builtins.property
+    def prior_propensity(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Per-offer prior accept rate in (0, 1), worth 10 pseudo-observations; overrides prior_alpha/beta."""
+
     def __init__(
         self,
         *,
@@ -244,10 +284,11 @@ class ScoreOffersRequest(_message.Message):
         features: _profile_pb2.Features | None = ...,
         prior_alpha: _builtins.float = ...,
         prior_beta: _builtins.float = ...,
+        prior_propensity: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "features", b"features", "offer_ids", b"offer_ids", "prior_alpha", b"prior_alpha", "prior_beta", b"prior_beta", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "features", b"features", "offer_ids", b"offer_ids", "prior_alpha", b"prior_alpha", "prior_beta", b"prior_beta", "prior_propensity", b"prior_propensity", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,7 +300,12 @@ class ScoreOffersResponse(_message.Message):
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     OFFERS_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
+    segment: _builtins.str
+    """The segment the customer's features put them in (empty without features); pass it back in
+    RecordOutcome so the outcome teaches that segment.
+    """
     @_builtins.property
     def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OfferPropensity]: ...
     def __init__(
@@ -267,10 +313,11 @@ class ScoreOffersResponse(_message.Message):
         *,
         customer_id: _builtins.str = ...,
         offers: _abc.Iterable[Global___OfferPropensity] | None = ...,
+        segment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "offers", b"offers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "offers", b"offers", "segment", b"segment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,11 +333,14 @@ class RecordOutcomeRequest(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     customer_id: _builtins.str
     offer_id: _builtins.str
     outcome: Global___Outcome.ValueType
     decision_id: _builtins.str
+    segment: _builtins.str
+    """The segment ScoreOffers returned; empty records the outcome for the offer as a whole only."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -302,10 +352,11 @@ class RecordOutcomeRequest(_message.Message):
         outcome: Global___Outcome.ValueType = ...,
         decision_id: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        segment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decision_id", b"decision_id", "occurred_at", b"occurred_at", "offer_id", b"offer_id", "outcome", b"outcome", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decision_id", b"decision_id", "occurred_at", b"occurred_at", "offer_id", b"offer_id", "outcome", b"outcome", "segment", b"segment", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
