@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from retain_cli.stack import Stack, pick_ports
+from retain_cli.stack import GRPC_SERVICES, Stack, pick_ports
 
 from tests.otlp_receiver import OtlpReceiver
 
@@ -41,6 +41,38 @@ def issue_key(stack: Stack, workspace: str, roles: str) -> str:
     return match.group(1)
 
 
+def _fresh_schemas(env: dict[str, str]) -> list[str]:
+    """On PostgreSQL, every service gets a schema of its own for this run (nothing left over is reused)."""
+    if not os.environ.get("RETAIN_DATABASE_URL", "").startswith("postgres"):
+        return []
+    run = uuid.uuid4().hex[:8]
+    schemas = []
+    for name in (*GRPC_SERVICES, "gateway"):
+        schema = f"e2e_{run}_{name}"
+        env[f"RETAIN_{name.upper()}_DATABASE_SCHEMA"] = schema
+        schemas.append(schema)
+    return schemas
+
+
+def _drop_schemas(schemas: list[str]) -> None:
+    if not schemas:
+        return
+    import asyncio
+
+    from retain_kit.config import async_database_url
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def drop() -> None:
+        engine = create_async_engine(async_database_url(os.environ["RETAIN_DATABASE_URL"]))
+        async with engine.begin() as conn:
+            for schema in schemas:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
 @pytest.fixture(scope="session")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
     var_dir: Path = tmp_path_factory.mktemp("retain-var")
@@ -51,17 +83,20 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "RETAIN_VAR_DIR": str(var_dir),
     }
+    schemas = _fresh_schemas(env)
     stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=False), extra_env=env, log_dir=var_dir / "logs")
     try:
         stack.start(timeout=120)
-    except Exception:
+    except Exception as exc:
         stack.stop()
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((var_dir / "logs").glob("*.log")))
         otlp.stop()
-        raise RuntimeError(f"suite did not start:\n{logs}") from None
+        _drop_schemas(schemas)
+        raise RuntimeError(f"suite did not start: {exc}\n{logs}") from None
     workspace = f"ws_e2e_{uuid.uuid4().hex[:8]}"
     key = issue_key(stack, workspace, "admin")
     yield RunningSuite(stack=stack, otlp=otlp, workspace=workspace, key=key)
     stack.stop()
     otlp.stop()
+    _drop_schemas(schemas)
     os.environ.pop("RETAIN_VAR_DIR", None)

@@ -27,16 +27,19 @@ DEMO_WORKSPACE = "ws_demo"
 DEMO_ROLES = ["admin"]
 
 
-def _mount_optional(module: str, name: str, help_text: str) -> None:
-    """Service-owned command groups (e.g. `retain clv` from scoring) mount when their package is installed."""
+def _mount(module: str, attr: str, name: str, help_text: str) -> None:
+    """Service-owned command groups (e.g. `retain clv` from scoring) mount when their package provides them."""
     try:
-        sub = __import__(module, fromlist=["app"]).app
-    except ImportError:
+        sub = getattr(__import__(module, fromlist=[attr]), attr)
+    except (ImportError, AttributeError):
         return
     app.add_typer(sub, name=name, help=help_text)
 
 
-_mount_optional("retain_scoring.cli", "clv", "Customer lifetime value models (BG/NBD + Gamma-Gamma).")
+_mount("retain_profile.cli", "import_app", "import", "Bulk import of transactions and events (CSV, JSONL, CDNOW).")
+_mount("retain_scoring.cli", "app", "clv", "Customer lifetime value models (BG/NBD + Gamma-Gamma).")
+_mount("retain_scoring.cli", "churn_app", "churn", "Churn-risk model: train and evaluate on a time split.")
+_mount("retain_scoring.cli", "train_app", "train", "Train, evaluate and promote every model of a workspace.")
 
 
 async def _ensure_demo_key(var_dir: Path) -> str:

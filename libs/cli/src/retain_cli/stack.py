@@ -99,7 +99,11 @@ class Stack:
         """Run every service's migrations (a step before serving, as in production)."""
         env = self.env()
         for name in (*GRPC_SERVICES, "gateway"):
-            subprocess.run([sys.executable, "-m", f"retain_{name}", "migrate"], env=env, check=True)
+            done = subprocess.run(
+                [sys.executable, "-m", f"retain_{name}", "migrate"], env=env, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"migrating {name} failed:\n{done.stderr[-4000:]}")
 
     def start(self, *, timeout: float = 60.0) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
