@@ -13,8 +13,9 @@ import numpy.typing as npt
 
 from retain_scoring.config import Settings
 from retain_scoring.domain.btyd import DAYS_PER_WEEK
+from retain_scoring.domain.churn import INPUT_COLUMNS, churn_probability, model_matrix
 from retain_scoring.domain.scores import FEATURE_COLUMNS, SCORE_COLUMNS, ValuePolicy, score_matrix
-from retain_scoring.store import BtydModel, ModelRegistry
+from retain_scoring.store import BtydModel, ChurnModel, ModelRegistry
 
 
 def policy_from(settings: Settings) -> ValuePolicy:
@@ -27,7 +28,7 @@ def policy_from(settings: Settings) -> ValuePolicy:
 
 @bentoml.service(name="retain-scoring", traffic={"timeout": 10})
 class ScoringModels:
-    """BTYD scores (P(alive), expected purchases and value, CLV, value at risk) from feature rows."""
+    """Customer scores from feature rows: BTYD (P(alive), purchases, value, CLV) and the churn model's risk."""
 
     def __init__(self, registry: ModelRegistry | None = None, policy: ValuePolicy | None = None) -> None:
         if registry is None or policy is None:
@@ -37,17 +38,29 @@ class ScoringModels:
         self.registry = registry
         self.policy = policy
         self.btyd: BtydModel = registry.ensure_btyd()
+        self.churn: ChurnModel | None = registry.current_churn()
 
     def reload(self) -> BtydModel:
-        """Picks up a model saved since start (e.g. by `retain clv fit --save`)."""
+        """Picks up models saved since start (`retain clv fit --save`, `retain churn evaluate --save`, ...)."""
         self.btyd = self.registry.ensure_btyd()
+        self.churn = self.registry.current_churn()
         return self.btyd
 
     @bentoml.api(batchable=True, batch_dim=(0, 0), max_batch_size=4096, max_latency_ms=20)  # type: ignore[untyped-decorator]
     def score(self, features: np.ndarray) -> np.ndarray:
-        """Rows of (x, t_x, T, monetary, horizon_weeks) in weeks -> rows of SCORE_COLUMNS."""
+        """Rows of INPUT_COLUMNS (or just FEATURE_COLUMNS, BTYD only) -> rows of SCORE_COLUMNS.
+
+        With a churn model in the store and full rows, churn risk is its probability of no purchase within
+        each row's horizon; otherwise 1 - P(alive).
+        """
+        table = np.asarray(features, dtype=np.float64)
+        table = table.reshape(-1, table.shape[-1] if table.ndim > 1 else len(FEATURE_COLUMNS))
+        churn = None
+        if self.churn is not None and table.shape[1] == len(INPUT_COLUMNS):
+            churn = churn_probability(self.churn.classifier, model_matrix(table, self.churn.bgnbd))
         matrix: npt.NDArray[np.float64] = score_matrix(
-            self.btyd.bgnbd, self.btyd.gamma_gamma, features, policy=self.policy
+            self.btyd.bgnbd, self.btyd.gamma_gamma, table[:, : len(FEATURE_COLUMNS)], policy=self.policy,
+            churn=churn,
         )
         return matrix
 
@@ -59,7 +72,10 @@ class ScoringModels:
             "version": self.btyd.ref.version,
             "source": self.btyd.source,
             "parameters": self.btyd.parameters,
-            "feature_columns": list(FEATURE_COLUMNS),
+            "churn_model": None if self.churn is None else {
+                "name": self.churn.ref.name, "version": self.churn.ref.version, "metrics": self.churn.metrics,
+            },
+            "feature_columns": list(INPUT_COLUMNS),
             "score_columns": list(SCORE_COLUMNS),
         }
 

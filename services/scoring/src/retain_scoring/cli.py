@@ -1,18 +1,25 @@
-"""`retain clv ...`: fit BTYD models on a transaction file, report quality, optionally save to the store."""
+"""Model CLIs: `retain clv` (BTYD fit), `retain churn` (churn evaluation) and `retain train` (everything).
+
+The lead mounts `app` as `retain clv`, `churn_app` as `retain churn` and `train_app` as `retain train`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from retain_scoring.data.cdnow import read_transactions, summarise
-from retain_scoring.store import ModelRegistry, fit_btyd
+from retain_scoring.data.transactions import Format as TransactionFormat
+from retain_scoring.data.transactions import load
 
 app = typer.Typer(help="Customer lifetime value models (BG/NBD + Gamma-Gamma).", no_args_is_help=True)
 
@@ -51,6 +58,7 @@ def fit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fit BG/NBD and Gamma-Gamma on the calibration period; with a holdout, report predicted vs actual."""
+    from retain_scoring.store import ModelRegistry, fit_btyd  # heavy (BentoML): keeps `retain --help` fast
     calibration = _date(calibration_end, "--calibration-end")
     holdout = _date(holdout_end, "--holdout-end") if holdout_end else None
     try:
@@ -89,3 +97,125 @@ def fit(
         )
     if "model" in result:
         typer.echo(f"saved {result['model']}")
+
+
+churn_app = typer.Typer(help="Churn risk: a supervised model of no purchase within a horizon.", no_args_is_help=True)
+
+
+@churn_app.callback()
+def churn() -> None:
+    """Churn risk: a supervised model of no purchase within a horizon."""
+
+
+def _metrics(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: _finite(v) for k, v in values.items()}
+
+
+@churn_app.command()
+def evaluate(
+    transactions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Transaction file.")],
+    cutoff: Annotated[str, typer.Option(help="Score as of this day (YYYY-MM-DD); train on data up to it.")],
+    fmt: Annotated[TransactionFormat, typer.Option("--format", help="File layout.")] = TransactionFormat.cdnow,
+    horizon_days: Annotated[int, typer.Option(min=1, help="Churn = no purchase within this many days.")] = 90,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="Save the model as the newest retain-churn.")] = True,
+    bentoml_home: Annotated[str | None, typer.Option(help="Model store home (default BENTOML_HOME).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Train on data up to the cutoff, score everyone at it, compare with the next horizon_days.
+
+    Prints ROC AUC, PR AUC, Brier score, top-decile lift and base rate for the supervised model and for
+    the BG/NBD expected-purchases ranking on the same split.
+    """
+    from retain_scoring.store import ModelRegistry
+    from retain_scoring.training import History, evaluate_churn, train_churn
+    cut = _date(cutoff, "--cutoff")
+    try:
+        history = History.of(load(transactions, fmt))
+        fit = train_churn(history, cut, horizon_days=horizon_days)
+        result = evaluate_churn(history, cut, horizon_days=horizon_days, classifier=fit.classifier, bgnbd=fit.bgnbd)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--transactions") from exc
+    if history.last_day < cut + timedelta(days=horizon_days):
+        typer.echo(f"warning: the data ends {history.last_day}, before the horizon does", err=True)
+    out: dict[str, object] = {
+        "format": fmt.value,
+        "cutoff": cut.isoformat(),
+        "horizon_days": horizon_days,
+        "training": {
+            "rows": fit.training_rows,
+            "snapshots": [{"cutoff": d.isoformat(), "horizon_days": w} for d, w in fit.snapshots],
+            "calibrated": fit.calibrated,
+            "bgnbd": fit.bgnbd.as_dict(),
+        },
+        "supervised": _metrics(result.supervised),
+        "bgnbd_expected_purchases": _metrics(result.bgnbd),
+    }
+    if save:
+        ref = ModelRegistry(bentoml_home).save_churn(
+            fit.classifier, fit.bgnbd, horizon_days=horizon_days, source=f"churn:{transactions.name}",
+            metrics={**result.supervised, **{f"bgnbd_{k}": v for k, v in result.bgnbd.items()}},
+        )
+        out["model"] = {"name": ref.name, "version": ref.version}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"churn within {horizon_days} days of {cut.isoformat()}")
+    table.add_column("model")
+    for name in ("roc_auc", "pr_auc", "brier", "top_decile_lift", "base_rate"):
+        table.add_column(name, justify="right")
+    for name, values in (("supervised", result.supervised), ("BG/NBD expected purchases", result.bgnbd)):
+        table.add_row(name, *(f"{values[k]:.4f}" for k in ("roc_auc", "pr_auc", "brier", "top_decile_lift",
+                                                             "base_rate")))
+    Console().print(table)
+    if "model" in out:
+        typer.echo(f"saved {out['model']}")
+
+
+train_app = typer.Typer(help="Train, evaluate and promote every model for a workspace.")
+
+
+@train_app.callback(invoke_without_command=True)
+def train(
+    transactions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Transaction file.")],
+    fmt: Annotated[TransactionFormat, typer.Option("--format", help="File layout.")] = TransactionFormat.cdnow,
+    workspace: Annotated[str, typer.Option(help="Workspace the models are for.")] = "ws_demo",
+    holdout_days: Annotated[int, typer.Option(min=1, help="Held-out window at the end of the data (days).")] = 90,
+    bentoml_home: Annotated[str | None, typer.Option(help="Model store home (default BENTOML_HOME).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Fit BTYD and churn on all but the last holdout_days, promote each only if not worse than serving.
+
+    Training reads a transaction file for now; training from the live profile database comes later.
+    """
+    from retain_scoring.lifecycle import train_all
+    from retain_scoring.store import ModelRegistry
+    registry = ModelRegistry(bentoml_home)
+    console = Console(stderr=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=as_json) as progress:
+        task = progress.add_task("loading", total=14)
+
+        def step(text: str) -> None:
+            progress.update(task, description=text, advance=1)
+
+        try:
+            outcomes = train_all(load(transactions, fmt), workspace=workspace, registry=registry,
+                                 horizon_days=holdout_days, source=f"train:{transactions.name}", step=step)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--transactions") from exc
+        progress.update(task, description="done", completed=14)
+    if as_json:
+        typer.echo(json.dumps([
+            {"kind": o.kind, "metric": o.metric, "candidate": _finite(o.candidate),
+             "incumbent": None if o.incumbent is None else _finite(o.incumbent), "promoted": o.promoted,
+             "model": {"name": o.ref.name, "version": o.ref.version}, "metrics": _metrics(o.metrics)}
+            for o in outcomes
+        ], indent=2))
+        return
+    table = Table(title=f"retain train: {workspace}, last {holdout_days} days held out")
+    for name in ("model", "metric", "candidate", "serving", "promoted", "version"):
+        table.add_column(name)
+    for o in outcomes:
+        table.add_row(o.kind, o.metric, f"{o.candidate:.4f}", "-" if o.incumbent is None else f"{o.incumbent:.4f}",
+                      "yes" if o.promoted else "no", o.ref.version)
+    Console().print(table)

@@ -29,6 +29,21 @@ class OfferOutcomeRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class OfferSegmentOutcomeRow(Base):
+    """The same counters per customer segment (what Thompson sampling learns from)."""
+
+    __tablename__ = "offer_segment_outcomes"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    offer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    impressions: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicks: Mapped[int] = mapped_column(BigInteger, default=0)
+    accepts: Mapped[int] = mapped_column(BigInteger, default=0)
+    declines: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class OutcomeEventRow(Base):
     """Every recorded outcome (training data for later models); the unique key makes retries idempotent.
 
@@ -47,5 +62,6 @@ class OutcomeEventRow(Base):
     offer_id: Mapped[str] = mapped_column(String(64))
     customer_id: Mapped[str] = mapped_column(String(128), default="")
     outcome: Mapped[str] = mapped_column(String(16))
+    segment: Mapped[str] = mapped_column(String(64), default="", server_default="")
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
+from retain_kit.enums import lifecycle_name
 from retain_kit.errors import InvalidArgument, NotFound, RetainError, Unavailable
 
 from retain_scoring.domain.btyd import DAYS_PER_WEEK
@@ -19,6 +20,16 @@ def features_from_proto(features: profile_pb2.Features) -> CustomerFeatures:
         orders=float(features.frequency),
         tenure_weeks=features.tenure_days / DAYS_PER_WEEK,
         as_of=features.as_of.seconds + features.as_of.nanos / 1e9 if features.HasField("as_of") else 0.0,
+        recency_days=features.recency_days,
+        monetary_total=features.monetary_total,
+        orders_30d=float(features.orders_30d),
+        spend_30d=features.spend_30d,
+        orders_90d=float(features.orders_90d),
+        spend_90d=features.spend_90d,
+        activity_level=features.activity_level,
+        negative_feedback_streak=float(features.negative_feedback_streak),
+        open_tickets=float(features.open_tickets),
+        lifecycle_stage=lifecycle_name(features.lifecycle_stage),
     )
 
 

@@ -12,10 +12,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_scoring.domain.offers import OfferCounts
-from retain_scoring.models import OfferOutcomeRow, OutcomeEventRow
+from retain_scoring.models import OfferOutcomeRow, OfferSegmentOutcomeRow, OutcomeEventRow
 
 
-def to_counts(row: OfferOutcomeRow) -> OfferCounts:
+def to_counts(row: OfferOutcomeRow | OfferSegmentOutcomeRow) -> OfferCounts:
     return OfferCounts(
         offer_id=row.offer_id,
         impressions=row.impressions,
@@ -32,6 +32,17 @@ class OfferOutcomeRepository:
     async def counts(self, workspace_id: str, offer_ids: Sequence[str]) -> dict[str, OfferCounts]:
         stmt = select(OfferOutcomeRow).where(
             OfferOutcomeRow.workspace_id == workspace_id, OfferOutcomeRow.offer_id.in_(list(offer_ids))
+        )
+        found = {row.offer_id: to_counts(row) for row in (await self.session.execute(stmt)).scalars()}
+        return {offer_id: found.get(offer_id, OfferCounts(offer_id)) for offer_id in offer_ids}
+
+    async def segment_counts(
+        self, workspace_id: str, offer_ids: Sequence[str], segment: str
+    ) -> dict[str, OfferCounts]:
+        stmt = select(OfferSegmentOutcomeRow).where(
+            OfferSegmentOutcomeRow.workspace_id == workspace_id,
+            OfferSegmentOutcomeRow.segment == segment,
+            OfferSegmentOutcomeRow.offer_id.in_(list(offer_ids)),
         )
         found = {row.offer_id: to_counts(row) for row in (await self.session.execute(stmt)).scalars()}
         return {offer_id: found.get(offer_id, OfferCounts(offer_id)) for offer_id in offer_ids}
@@ -54,6 +65,7 @@ class OfferOutcomeRepository:
         customer_id: str,
         outcome: str,
         occurred_at: datetime | None,
+        segment: str = "",
     ) -> None:
         """Flushes at once so a duplicate (decision, offer, outcome) raises IntegrityError here."""
         now = utcnow()
@@ -65,23 +77,35 @@ class OfferOutcomeRepository:
                 offer_id=offer_id,
                 customer_id=customer_id,
                 outcome=outcome,
+                segment=segment,
                 occurred_at=occurred_at or now,
                 recorded_at=now,
             )
         )
         await self.session.flush()
 
-    async def increment(self, workspace_id: str, offer_id: str, deltas: dict[str, int]) -> None:
-        """Adds to the counters in place (creating the row on first use), atomic across replicas."""
-        values = {
-            "workspace_id": workspace_id, "offer_id": offer_id, "impressions": 0, "clicks": 0, "accepts": 0,
-            "declines": 0, "updated_at": utcnow(),
-        }
+    async def increment(
+        self, workspace_id: str, offer_id: str, deltas: dict[str, int], *, segment: str = ""
+    ) -> None:
+        """Adds to the offer's counters (and its segment's, given one) in place, atomic across replicas."""
+        await self._increment(OfferOutcomeRow, {"workspace_id": workspace_id, "offer_id": offer_id}, deltas)
+        if segment:
+            await self._increment(
+                OfferSegmentOutcomeRow,
+                {"workspace_id": workspace_id, "offer_id": offer_id, "segment": segment},
+                deltas,
+            )
+
+    async def _increment(
+        self, table: type[OfferOutcomeRow] | type[OfferSegmentOutcomeRow], keys: dict[str, str],
+        deltas: dict[str, int],
+    ) -> None:
+        values = {**keys, "impressions": 0, "clicks": 0, "accepts": 0, "declines": 0, "updated_at": utcnow()}
         insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        await self.session.execute(insert(OfferOutcomeRow).values(**values).on_conflict_do_nothing())
-        columns = {name: getattr(OfferOutcomeRow, name) + n for name, n in deltas.items() if n}
+        await self.session.execute(insert(table).values(**values).on_conflict_do_nothing())
+        columns = {name: getattr(table, name) + n for name, n in deltas.items() if n}
         await self.session.execute(
-            update(OfferOutcomeRow)
-            .where(OfferOutcomeRow.workspace_id == workspace_id, OfferOutcomeRow.offer_id == offer_id)
+            update(table)
+            .where(*(getattr(table, k) == v for k, v in keys.items()))
             .values(updated_at=utcnow(), **columns)
         )

@@ -12,7 +12,14 @@ from retain_kit.protoconv import from_timestamp, to_timestamp
 
 from retain_scoring.domain.offers import BetaPrior
 from retain_scoring.profile_client import features_from_proto
-from retain_scoring.service import OFFER_MODEL, CustomerRequest, CustomerScorer, OfferPropensities, OfferScore
+from retain_scoring.service import (
+    OFFER_MODEL,
+    CustomerRequest,
+    CustomerScorer,
+    OfferPropensities,
+    OfferScore,
+    offer_segment,
+)
 from retain_scoring.store import ModelRef
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -27,11 +34,16 @@ def outcome_name(value: scoring_pb2.Outcome.ValueType) -> str:
 
 
 def offer_to_proto(offer: OfferScore) -> scoring_pb2.OfferPropensity:
+    ref = model_ref(OFFER_MODEL)
+    seg = offer.segment_counts
     return scoring_pb2.OfferPropensity(
         offer_id=offer.counts.offer_id,
-        propensity=scoring_pb2.Score(value=offer.propensity, model=model_ref(OFFER_MODEL)),
+        propensity=scoring_pb2.Score(value=offer.propensity, model=ref),
         impressions=offer.counts.impressions,
         accepts=offer.counts.accepts,
+        thompson_sample=scoring_pb2.Score(value=offer.sample, model=ref),
+        segment_impressions=seg.impressions if seg else 0,
+        segment_accepts=seg.accepts if seg else 0,
     )
 
 
@@ -53,16 +65,17 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         out = []
         for s in scores:
             ref = model_ref(s.model)
+            churn_ref = model_ref(s.churn_model)
             v = s.values
             out.append(
                 scoring_pb2.CustomerScores(
                     customer_id=s.customer_id,
-                    churn_risk=scoring_pb2.Score(value=v["churn_risk"], model=ref),
+                    churn_risk=scoring_pb2.Score(value=v["churn_risk"], model=churn_ref),
                     p_alive=scoring_pb2.Score(value=v["p_alive"], model=ref),
                     expected_purchases=scoring_pb2.Score(value=v["expected_purchases"], model=ref),
                     expected_value=scoring_pb2.Score(value=v["expected_value"], model=ref),
                     clv=scoring_pb2.Score(value=v["clv"], model=ref),
-                    value_at_risk=scoring_pb2.Score(value=v["value_at_risk"], model=ref),
+                    value_at_risk=scoring_pb2.Score(value=v["value_at_risk"], model=churn_ref),
                     horizon_days=horizon,
                     scored_at=to_timestamp(scored_at),
                 )
@@ -78,9 +91,13 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 if not getattr(request, name) > 0:
                     raise InvalidArgument(f"{name} must be positive when a prior is given", field=name)
             prior = BetaPrior(request.prior_alpha, request.prior_beta)
-        offers = await self.offers.score(request.workspace_id, list(request.offer_ids), prior=prior)
+        segment = offer_segment(features_from_proto(request.features) if request.HasField("features") else None)
+        offers = await self.offers.score(
+            request.workspace_id, list(request.offer_ids), prior=prior,
+            prior_rates=dict(request.prior_propensity), segment=segment,
+        )
         return scoring_pb2.ScoreOffersResponse(
-            customer_id=request.customer_id, offers=[offer_to_proto(o) for o in offers]
+            customer_id=request.customer_id, offers=[offer_to_proto(o) for o in offers], segment=segment
         )
 
     async def RecordOutcome(
@@ -93,6 +110,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             customer_id=request.customer_id,
             decision_id=request.decision_id,
             occurred_at=from_timestamp(request.occurred_at) if request.HasField("occurred_at") else None,
+            segment=request.segment,
         )
         return scoring_pb2.RecordOutcomeResponse(offer=offer_to_proto(offer), duplicate=duplicate)
 
@@ -110,6 +128,18 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             )
             for m in self.customers.stored_models()
         ]
+        models.extend(
+            scoring_pb2.ModelInfo(
+                model=model_ref(m.ref),
+                kind="churn" if m.promoted else "churn:candidate",
+                created_at=to_timestamp(m.created_at),
+                parameters={**{f"bgnbd.{k}": v for k, v in m.bgnbd.as_dict().items()},
+                            "horizon_days": float(m.horizon_days)},
+                metrics=m.metrics,
+                source=m.source,
+            )
+            for m in self.customers.stored_churn_models()
+        )
         prior = self.offers.prior
         models.append(
             scoring_pb2.ModelInfo(

@@ -16,11 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retain_scoring.bento_service import ScoringModels
 from retain_scoring.domain.btyd import DAYS_PER_WEEK
-from retain_scoring.domain.offers import BetaPrior, OfferCounts, propensity
-from retain_scoring.domain.scores import SCORE_COLUMNS, CustomerFeatures, check_features, feature_row
+from retain_scoring.domain.churn import input_row
+from retain_scoring.domain.offers import (
+    NO_SEGMENT,
+    BetaPrior,
+    OfferCounts,
+    mean,
+    prior_from_rate,
+    segment_of,
+    segment_posterior,
+)
+from retain_scoring.domain.scores import SCORE_COLUMNS, CustomerFeatures, check_features
 from retain_scoring.ports import FeatureSource
 from retain_scoring.repository import OfferOutcomeRepository
-from retain_scoring.store import BtydModel, ModelRef
+from retain_scoring.store import BtydModel, ChurnModel, ModelRef
 
 MAX_CUSTOMERS = 5000
 MAX_HORIZON_DAYS = 3650
@@ -40,12 +49,17 @@ class CustomerScore:
     customer_id: str
     values: dict[str, float]
     model: ModelRef
+    # The model behind churn_risk and value_at_risk: the churn model when one is serving, else `model`.
+    churn_model: ModelRef
 
 
 @dataclass(frozen=True)
 class OfferScore:
     counts: OfferCounts
     propensity: float
+    # A Thompson draw from the same posterior (equal to `propensity` where no draw was asked for).
+    sample: float = 0.0
+    segment_counts: OfferCounts | None = None
 
 
 class CustomerScorer:
@@ -74,6 +88,9 @@ class CustomerScorer:
         """Every BTYD model in the store, newest first."""
         return self.models.registry.list_btyd()
 
+    def stored_churn_models(self) -> list[ChurnModel]:
+        return self.models.registry.list_churn()
+
     async def score(
         self, workspace_id: str, customers: Sequence[CustomerRequest], *, horizon_days: int
     ) -> tuple[list[CustomerScore], int, datetime]:
@@ -95,13 +112,17 @@ class CustomerScorer:
         scored_at = utcnow()
         now = scored_at.timestamp()
         rows = np.array(
-            [feature_row(f, now=now, horizon_weeks=horizon / DAYS_PER_WEEK) for _, f in resolved],
+            [input_row(f, now=now, horizon_weeks=horizon / DAYS_PER_WEEK) for _, f in resolved],
             dtype=np.float64,
         )
         model = self.model()
+        churn = self.models.churn
         matrix = self.models.score(rows)
         scores = [
-            CustomerScore(customer_id, dict(zip(SCORE_COLUMNS, map(float, matrix[i]), strict=True)), model.ref)
+            CustomerScore(
+                customer_id, dict(zip(SCORE_COLUMNS, map(float, matrix[i]), strict=True)), model.ref,
+                churn.ref if churn is not None else model.ref,
+            )
             for i, (customer_id, _) in enumerate(resolved)
         ]
         return scores, horizon, scored_at
@@ -122,13 +143,32 @@ def _check_offer_id(offer_id: str, field: str) -> None:
         raise InvalidArgument("offer_id must be 1-64 characters", field=field)
 
 
+def offer_segment(features: CustomerFeatures | None) -> str:
+    return NO_SEGMENT if features is None else segment_of(features.lifecycle_stage, features.orders)
+
+
 class OfferPropensities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, prior: BetaPrior) -> None:
+    """Accept-rate posteriors per (offer, segment) from logged outcomes, with Thompson draws to explore."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        prior: BetaPrior,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         self.sessions = sessions
         self.prior = prior
+        self.rng = rng or np.random.default_rng()
 
     async def score(
-        self, workspace_id: str, offer_ids: Sequence[str], *, prior: BetaPrior | None = None
+        self,
+        workspace_id: str,
+        offer_ids: Sequence[str],
+        *,
+        prior: BetaPrior | None = None,
+        prior_rates: dict[str, float] | None = None,
+        segment: str = NO_SEGMENT,
     ) -> list[OfferScore]:
         if not workspace_id:
             raise InvalidArgument("workspace_id is required", field="workspace_id")
@@ -138,11 +178,24 @@ class OfferPropensities:
             raise InvalidArgument(f"at most {MAX_OFFERS} offers per request", field="offer_ids")
         for i, offer_id in enumerate(offer_ids):
             _check_offer_id(offer_id, f"offer_ids[{i}]")
+        priors = {}
+        for offer_id, rate in (prior_rates or {}).items():
+            try:
+                priors[offer_id] = prior_from_rate(rate)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field=f"prior_propensity[{offer_id}]") from exc
         unique = list(dict.fromkeys(offer_ids))
         async with self.sessions() as session:
-            counts = await OfferOutcomeRepository(session).counts(workspace_id, unique)
+            repo = OfferOutcomeRepository(session)
+            counts = await repo.counts(workspace_id, unique)
+            by_segment = await repo.segment_counts(workspace_id, unique, segment) if segment else None
         used = prior or self.prior
-        return [OfferScore(counts[o], propensity(counts[o], used)) for o in unique]
+        out = []
+        for o in unique:
+            seg = by_segment[o] if by_segment is not None else None
+            post = segment_posterior(counts[o], seg, priors.get(o, used))
+            out.append(OfferScore(counts[o], mean(post), float(self.rng.beta(post.alpha, post.beta)), seg))
+        return out
 
     async def record(
         self,
@@ -153,6 +206,7 @@ class OfferPropensities:
         customer_id: str,
         decision_id: str,
         occurred_at: datetime | None,
+        segment: str = NO_SEGMENT,
     ) -> tuple[OfferScore, bool]:
         """Counts one outcome; returns the offer's new counts and whether the outcome was a duplicate."""
         if not workspace_id:
@@ -162,6 +216,8 @@ class OfferPropensities:
             raise InvalidArgument("outcome is required", field="outcome")
         if len(decision_id) > 64:
             raise InvalidArgument("decision_id is too long", field="decision_id")
+        if len(segment) > 64:
+            raise InvalidArgument("segment is too long", field="segment")
         duplicate = False
         async with self.sessions() as session:
             repo = OfferOutcomeRepository(session)
@@ -169,15 +225,18 @@ class OfferPropensities:
                 deltas = await self._deltas(repo, workspace_id, offer_id=offer_id, outcome=outcome,
                                             decision_id=decision_id)
                 await repo.add_event(workspace_id, decision_id=decision_id, offer_id=offer_id,
-                                     customer_id=customer_id, outcome=outcome, occurred_at=occurred_at)
-                await repo.increment(workspace_id, offer_id, deltas)
+                                     customer_id=customer_id, outcome=outcome, occurred_at=occurred_at,
+                                     segment=segment)
+                await repo.increment(workspace_id, offer_id, deltas, segment=segment)
                 await session.commit()
             except IntegrityError:
                 # The same (decision, offer, outcome) was recorded, possibly by another replica just now.
                 await session.rollback()
                 duplicate = True
             counts = (await repo.counts(workspace_id, [offer_id]))[offer_id]
-        return OfferScore(counts, propensity(counts, self.prior)), duplicate
+            seg = (await repo.segment_counts(workspace_id, [offer_id], segment))[offer_id] if segment else None
+        post = segment_posterior(counts, seg, self.prior)
+        return OfferScore(counts, mean(post), mean(post), seg), duplicate
 
     @staticmethod
     async def _deltas(

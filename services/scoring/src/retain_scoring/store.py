@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,12 @@ from retain_scoring.domain.btyd import (
 )
 
 BTYD_MODEL = "retain-btyd"
+CHURN_MODEL = "retain-churn"
 PARAMS_FILE = "params.json"
+CLASSIFIER_FILE = "classifier.pkl"
+# Label on every model `retain train` saves: "true" when it replaced the serving version. Models saved
+# without it (the bootstrap prior, `retain clv fit --save`) were put there on purpose and count as promoted.
+PROMOTED = "promoted"
 PRIOR_SOURCE = "prior:cdnow-fhl2005"
 # Published maximum-likelihood estimates on CDNOW (Fader, Hardie & Lee 2005): the prior every workspace
 # scores with until `retain clv fit --save` (or `retain train`) fits the workspace's own data.
@@ -62,6 +68,20 @@ class BtydModel:
             **{f"bgnbd.{k}": v for k, v in self.bgnbd.as_dict().items()},
             **{f"gamma_gamma.{k}": v for k, v in self.gamma_gamma.as_dict().items()},
         }
+
+
+@dataclass(frozen=True)
+class ChurnModel:
+    """A calibrated churn classifier with the BG/NBD parameters its input columns were computed with."""
+
+    ref: ModelRef
+    classifier: Any
+    bgnbd: BgNbdParams
+    horizon_days: int
+    source: str
+    created_at: datetime
+    promoted: bool
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,16 +143,16 @@ class ModelRegistry:
         *,
         source: str,
         metrics: dict[str, float],
+        promoted: bool | None = None,
     ) -> ModelRef:
         params = {"bgnbd": bgnbd.as_dict(), "gamma_gamma": gamma_gamma.as_dict()}
-        # NaN (a holdout without variation has no correlation) is not valid JSON in the model metadata.
-        clean = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        clean = _finite(metrics)
         headline: dict[str, Any] = {"source": source, "metrics": clean, "parameters": params}
         if "log_likelihood" in clean:
             headline["log_likelihood"] = clean["log_likelihood"]
         with bentoml.models.create(
             BTYD_MODEL,
-            labels={"kind": "btyd"},
+            labels=_labels("btyd", promoted),
             metadata=headline,
             _model_store=self._store,
         ) as model:
@@ -144,24 +164,84 @@ class ModelRegistry:
         return self._to_btyd(self._store.get(f"{BTYD_MODEL}:{version}"))
 
     def list_btyd(self) -> list[BtydModel]:
-        try:
-            models = self._store.list(BTYD_MODEL)
-        except bentoml.exceptions.NotFound:
-            return []
-        return sorted((self._to_btyd(m) for m in models), key=lambda m: m.created_at, reverse=True)
+        return sorted((self._to_btyd(m) for m in self._list(BTYD_MODEL)), key=lambda m: m.created_at,
+                      reverse=True)
+
+    def current_btyd(self) -> BtydModel | None:
+        """The newest BTYD model not turned down by `retain train`."""
+        return self._to_btyd(m) if (m := self._current(BTYD_MODEL)) is not None else None
 
     def ensure_btyd(self) -> BtydModel:
-        """The latest BTYD model, bootstrapping the published CDNOW prior into an empty store."""
+        """The serving BTYD model, bootstrapping the published CDNOW prior into an empty store."""
+        current = self.current_btyd()
+        if current is not None:
+            return current
+        ref = self.save_btyd(
+            CDNOW_BGNBD,
+            CDNOW_GAMMA_GAMMA,
+            source=PRIOR_SOURCE,
+            metrics={"log_likelihood": CDNOW_LOG_LIKELIHOOD, "customers": 2357.0, "repeat_buyers": 946.0},
+        )
+        return self.load_btyd(ref.version)
+
+    def save_churn(
+        self,
+        classifier: Any,
+        bgnbd: BgNbdParams,
+        *,
+        horizon_days: int,
+        source: str,
+        metrics: dict[str, float],
+        promoted: bool | None = None,
+    ) -> ModelRef:
+        params = {"bgnbd": bgnbd.as_dict(), "horizon_days": horizon_days}
+        metadata: dict[str, Any] = {"source": source, "metrics": _finite(metrics), "parameters": params}
+        with bentoml.models.create(
+            CHURN_MODEL, labels=_labels("churn", promoted), metadata=metadata, _model_store=self._store
+        ) as model:
+            Path(model.path, PARAMS_FILE).write_text(json.dumps(params, indent=2), encoding="utf-8")
+            Path(model.path, CLASSIFIER_FILE).write_bytes(pickle.dumps(classifier))
+        return ModelRef(model.tag.name, str(model.tag.version))
+
+    def load_churn(self, version: str = "latest") -> ChurnModel:
+        """Raises bentoml.exceptions.NotFound when the store holds no such model."""
+        return self._to_churn(self._store.get(f"{CHURN_MODEL}:{version}"))
+
+    def current_churn(self) -> ChurnModel | None:
+        """The newest churn model not turned down by `retain train`; None when there is none."""
+        return self._to_churn(m) if (m := self._current(CHURN_MODEL)) is not None else None
+
+    def list_churn(self) -> list[ChurnModel]:
+        return sorted((self._to_churn(m) for m in self._list(CHURN_MODEL)), key=lambda m: m.created_at,
+                      reverse=True)
+
+    def _list(self, name: str) -> list[Any]:
         try:
-            return self.load_btyd()
+            return list(self._store.list(name))
         except bentoml.exceptions.NotFound:
-            self.save_btyd(
-                CDNOW_BGNBD,
-                CDNOW_GAMMA_GAMMA,
-                source=PRIOR_SOURCE,
-                metrics={"log_likelihood": CDNOW_LOG_LIKELIHOOD, "customers": 2357.0, "repeat_buyers": 946.0},
-            )
-            return self.load_btyd()
+            return []
+
+    def _current(self, name: str) -> Any | None:
+        serving = [m for m in self._list(name) if m.info.labels.get(PROMOTED) != "false"]
+        return max(serving, key=lambda m: m.info.creation_time, default=None)
+
+    @staticmethod
+    def _to_churn(model: Any) -> ChurnModel:
+        params = json.loads(Path(model.path, PARAMS_FILE).read_text(encoding="utf-8"))
+        # The store is this deployment's own directory, written only by `retain churn`/`retain train`.
+        classifier = pickle.loads(Path(model.path, CLASSIFIER_FILE).read_bytes())  # noqa: S301
+        metadata = model.info.metadata
+        created = model.info.creation_time
+        return ChurnModel(
+            ref=ModelRef(model.tag.name, str(model.tag.version)),
+            classifier=classifier,
+            bgnbd=BgNbdParams(**params["bgnbd"]),
+            horizon_days=int(params["horizon_days"]),
+            source=str(metadata.get("source", "")),
+            created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+            promoted=model.info.labels.get(PROMOTED) != "false",
+            metrics={k: float(v) for k, v in dict(metadata.get("metrics", {})).items()},
+        )
 
     @staticmethod
     def _to_btyd(model: Any) -> BtydModel:
@@ -176,6 +256,15 @@ class ModelRegistry:
             created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
             metrics={k: float(v) for k, v in dict(metadata.get("metrics", {})).items()},
         )
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    """NaN (e.g. a correlation without variation) is not valid JSON in the model metadata."""
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+
+
+def _labels(kind: str, promoted: bool | None) -> dict[str, str]:
+    return {"kind": kind} if promoted is None else {"kind": kind, PROMOTED: "true" if promoted else "false"}
 
 
 def fit_and_save_btyd(

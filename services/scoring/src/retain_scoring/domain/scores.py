@@ -39,12 +39,18 @@ class ValuePolicy:
 
 
 def score_matrix(
-    bgnbd: BgNbdParams, gamma_gamma: GammaGammaParams, features: npt.ArrayLike, *, policy: ValuePolicy
+    bgnbd: BgNbdParams,
+    gamma_gamma: GammaGammaParams,
+    features: npt.ArrayLike,
+    *,
+    policy: ValuePolicy,
+    churn: npt.ArrayLike | None = None,
 ) -> Array:
     """Scores per row of `features` (FEATURE_COLUMNS), returned as rows of SCORE_COLUMNS.
 
     Customers without repeat purchases or without spend history get the population mean spend; value at
-    risk is churn risk times the revenue a still-active customer would bring over the CLV horizon.
+    risk is churn risk times the revenue a still-active customer would bring over the CLV horizon. Churn
+    risk is `churn` (a churn model's probabilities) when given, else 1 - P(alive).
     """
     table = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURE_COLUMNS))
     x, t_x, age, monetary, horizon = (table[:, i] for i in range(len(FEATURE_COLUMNS)))
@@ -61,14 +67,18 @@ def score_matrix(
     lifetime = clv(bgnbd, spend, x, t_x, age, horizon_weeks=policy.clv_horizon_weeks, margin=policy.margin,
                    annual_discount_rate=policy.annual_discount_rate)
     if_alive = expected_transactions_if_alive(bgnbd, policy.clv_horizon_weeks, x, t_x, age) * spend
-    churn = 1.0 - p_alive
-    result: Array = np.column_stack([p_alive, churn, purchases, spend, value, lifetime, churn * if_alive])
+    risk = 1.0 - p_alive if churn is None else np.asarray(churn, dtype=np.float64).reshape(-1)
+    result: Array = np.column_stack([p_alive, risk, purchases, spend, value, lifetime, risk * if_alive])
     return result
 
 
 @dataclass(frozen=True)
 class CustomerFeatures:
-    """The profile features BTYD scoring reads; time in weeks, `as_of` in seconds since the epoch (0: now)."""
+    """The profile features scoring reads; BTYD time in weeks, `as_of` in seconds since the epoch (0: now).
+
+    The fields after `as_of` feed the churn model only; training fills them from the profile's own feature
+    code and serving from profile's Features message, so both paths see the same definitions.
+    """
 
     repeat_transactions: float
     recency_weeks: float
@@ -77,6 +87,16 @@ class CustomerFeatures:
     orders: float
     tenure_weeks: float = 0.0
     as_of: float = 0.0
+    recency_days: float = 0.0
+    monetary_total: float = 0.0
+    orders_30d: float = 0.0
+    spend_30d: float = 0.0
+    orders_90d: float = 0.0
+    spend_90d: float = 0.0
+    activity_level: float = 0.0
+    negative_feedback_streak: float = 0.0
+    open_tickets: float = 0.0
+    lifecycle_stage: str = ""
 
 
 def check_features(features: CustomerFeatures) -> str:

@@ -50,6 +50,31 @@ class AuditServiceStub:
                 request_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.AppendBatch = channel.unary_unary(
+                '/retain.audit.v1.AuditService/AppendBatch',
+                request_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.AppendBatchResponse.FromString,
+                _registered_method=True)
+        self.CreateCheckpoint = channel.unary_unary(
+                '/retain.audit.v1.AuditService/CreateCheckpoint',
+                request_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.CreateCheckpointRequest.SerializeToString,
+                response_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.CreateCheckpointResponse.FromString,
+                _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/retain.audit.v1.AuditService/ListCheckpoints',
+                request_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.GetPublicKey = channel.unary_unary(
+                '/retain.audit.v1.AuditService/GetPublicKey',
+                request_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.GetPublicKeyRequest.SerializeToString,
+                response_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.GetPublicKeyResponse.FromString,
+                _registered_method=True)
+        self.EraseCustomer = channel.unary_unary(
+                '/retain.audit.v1.AuditService/EraseCustomer',
+                request_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.EraseCustomerRequest.SerializeToString,
+                response_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.EraseCustomerResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -76,6 +101,40 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendBatch(self, request, context):
+        """Many records in one transaction under one head lock; all or nothing, acknowledged once durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCheckpoint(self, request, context):
+        """Signs the workspace's current head now (checkpoints are also written every N records and on a timer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPublicKey(self, request, context):
+        """The Ed25519 key that signs checkpoints, so anyone can check them offline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseCustomer(self, request, context):
+        """Crypto-shredding: destroys the customer's data key and records the erasure; the chain still verifies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +152,31 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.VerifyRequest.FromString,
                     response_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.VerifyResponse.SerializeToString,
+            ),
+            'AppendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBatch,
+                    request_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.AppendBatchRequest.FromString,
+                    response_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.AppendBatchResponse.SerializeToString,
+            ),
+            'CreateCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckpoint,
+                    request_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.CreateCheckpointRequest.FromString,
+                    response_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.CreateCheckpointResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'GetPublicKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPublicKey,
+                    request_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.GetPublicKeyRequest.FromString,
+                    response_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.GetPublicKeyResponse.SerializeToString,
+            ),
+            'EraseCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseCustomer,
+                    request_deserializer=retain_dot_audit_dot_v1_dot_audit__pb2.EraseCustomerRequest.FromString,
+                    response_serializer=retain_dot_audit_dot_v1_dot_audit__pb2.EraseCustomerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +261,141 @@ class AuditService:
             '/retain.audit.v1.AuditService/Verify',
             retain_dot_audit_dot_v1_dot_audit__pb2.VerifyRequest.SerializeToString,
             retain_dot_audit_dot_v1_dot_audit__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.audit.v1.AuditService/AppendBatch',
+            retain_dot_audit_dot_v1_dot_audit__pb2.AppendBatchRequest.SerializeToString,
+            retain_dot_audit_dot_v1_dot_audit__pb2.AppendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.audit.v1.AuditService/CreateCheckpoint',
+            retain_dot_audit_dot_v1_dot_audit__pb2.CreateCheckpointRequest.SerializeToString,
+            retain_dot_audit_dot_v1_dot_audit__pb2.CreateCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.audit.v1.AuditService/ListCheckpoints',
+            retain_dot_audit_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+            retain_dot_audit_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPublicKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.audit.v1.AuditService/GetPublicKey',
+            retain_dot_audit_dot_v1_dot_audit__pb2.GetPublicKeyRequest.SerializeToString,
+            retain_dot_audit_dot_v1_dot_audit__pb2.GetPublicKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.audit.v1.AuditService/EraseCustomer',
+            retain_dot_audit_dot_v1_dot_audit__pb2.EraseCustomerRequest.SerializeToString,
+            retain_dot_audit_dot_v1_dot_audit__pb2.EraseCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,15 @@ class AuditServiceStub:
     ListRecords: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListRecordsRequest, _audit_pb2.ListRecordsResponse]
     Verify: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyRequest, _audit_pb2.VerifyResponse]
     """Recomputes the chain and reports the first broken link."""
+    AppendBatch: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AppendBatchRequest, _audit_pb2.AppendBatchResponse]
+    """Many records in one transaction under one head lock; all or nothing, acknowledged once durable."""
+    CreateCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.CreateCheckpointRequest, _audit_pb2.CreateCheckpointResponse]
+    """Signs the workspace's current head now (checkpoints are also written every N records and on a timer)."""
+    ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListCheckpointsRequest, _audit_pb2.ListCheckpointsResponse]
+    GetPublicKey: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetPublicKeyRequest, _audit_pb2.GetPublicKeyResponse]
+    """The Ed25519 key that signs checkpoints, so anyone can check them offline."""
+    EraseCustomer: _grpc.UnaryUnaryMultiCallable[_audit_pb2.EraseCustomerRequest, _audit_pb2.EraseCustomerResponse]
+    """Crypto-shredding: destroys the customer's data key and records the erasure; the chain still verifies."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -49,6 +58,15 @@ class AuditServiceAsyncStub(AuditServiceStub):
     ListRecords: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListRecordsRequest, _audit_pb2.ListRecordsResponse]  # type: ignore[assignment]
     Verify: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyRequest, _audit_pb2.VerifyResponse]  # type: ignore[assignment]
     """Recomputes the chain and reports the first broken link."""
+    AppendBatch: _aio.UnaryUnaryMultiCallable[_audit_pb2.AppendBatchRequest, _audit_pb2.AppendBatchResponse]  # type: ignore[assignment]
+    """Many records in one transaction under one head lock; all or nothing, acknowledged once durable."""
+    CreateCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.CreateCheckpointRequest, _audit_pb2.CreateCheckpointResponse]  # type: ignore[assignment]
+    """Signs the workspace's current head now (checkpoints are also written every N records and on a timer)."""
+    ListCheckpoints: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListCheckpointsRequest, _audit_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    GetPublicKey: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetPublicKeyRequest, _audit_pb2.GetPublicKeyResponse]  # type: ignore[assignment]
+    """The Ed25519 key that signs checkpoints, so anyone can check them offline."""
+    EraseCustomer: _aio.UnaryUnaryMultiCallable[_audit_pb2.EraseCustomerRequest, _audit_pb2.EraseCustomerResponse]  # type: ignore[assignment]
+    """Crypto-shredding: destroys the customer's data key and records the erasure; the chain still verifies."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The append-only, hash-chained communication and decision log."""
@@ -75,5 +93,44 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyResponse, _abc.Awaitable[_audit_pb2.VerifyResponse]]:
         """Recomputes the chain and reports the first broken link."""
+
+    @_abc_1.abstractmethod
+    def AppendBatch(
+        self,
+        request: _audit_pb2.AppendBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.AppendBatchResponse, _abc.Awaitable[_audit_pb2.AppendBatchResponse]]:
+        """Many records in one transaction under one head lock; all or nothing, acknowledged once durable."""
+
+    @_abc_1.abstractmethod
+    def CreateCheckpoint(
+        self,
+        request: _audit_pb2.CreateCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.CreateCheckpointResponse, _abc.Awaitable[_audit_pb2.CreateCheckpointResponse]]:
+        """Signs the workspace's current head now (checkpoints are also written every N records and on a timer)."""
+
+    @_abc_1.abstractmethod
+    def ListCheckpoints(
+        self,
+        request: _audit_pb2.ListCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ListCheckpointsResponse, _abc.Awaitable[_audit_pb2.ListCheckpointsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPublicKey(
+        self,
+        request: _audit_pb2.GetPublicKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetPublicKeyResponse, _abc.Awaitable[_audit_pb2.GetPublicKeyResponse]]:
+        """The Ed25519 key that signs checkpoints, so anyone can check them offline."""
+
+    @_abc_1.abstractmethod
+    def EraseCustomer(
+        self,
+        request: _audit_pb2.EraseCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.EraseCustomerResponse, _abc.Awaitable[_audit_pb2.EraseCustomerResponse]]:
+        """Crypto-shredding: destroys the customer's data key and records the erasure; the chain still verifies."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -423,6 +423,8 @@ class SendMessageRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     LOCALE_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     customer_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -431,6 +433,10 @@ class SendMessageRequest(_message.Message):
     idempotency_key: _builtins.str
     actor: _builtins.str
     locale: _builtins.str
+    trigger: _builtins.str
+    """operator (default) | journey | trigger: journey and trigger sends compete for the contact slot."""
+    journey_id: _builtins.str
+    """The journey a journey step belongs to (its holdout applies)."""
     @_builtins.property
     def variables(self) -> _struct_pb2.Struct: ...
     def __init__(
@@ -445,10 +451,12 @@ class SendMessageRequest(_message.Message):
         actor: _builtins.str = ...,
         locale: _builtins.str = ...,
         variables: _struct_pb2.Struct | None = ...,
+        trigger: _builtins.str = ...,
+        journey_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["variables", b"variables"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "channel", b"channel", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "locale", b"locale", "offer_id", b"offer_id", "purpose", b"purpose", "variables", b"variables", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "channel", b"channel", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "journey_id", b"journey_id", "locale", b"locale", "offer_id", b"offer_id", "purpose", b"purpose", "trigger", b"trigger", "variables", b"variables", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -464,6 +472,8 @@ class SendMessageResponse(_message.Message):
     DELIVERY_STATUS_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    DELIVER_AFTER_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     status: Global___SendStatus.ValueType
     message_id: _builtins.str
@@ -471,6 +481,12 @@ class SendMessageResponse(_message.Message):
     provider: _builtins.str
     @_builtins.property
     def suppressed(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuppressedCandidate]: ...
+    @_builtins.property
+    def deliver_after(self) -> _timestamp_pb2.Timestamp:
+        """Status QUEUED for quiet hours in hold mode: released through the pipeline at this time."""
+
+    @_builtins.property
+    def score(self) -> Global___ScoreBreakdown: ...
     def __init__(
         self,
         *,
@@ -480,10 +496,12 @@ class SendMessageResponse(_message.Message):
         delivery_status: _common_pb2.DeliveryStatus.ValueType = ...,
         suppressed: _abc.Iterable[Global___SuppressedCandidate] | None = ...,
         provider: _builtins.str = ...,
+        deliver_after: _timestamp_pb2.Timestamp | None = ...,
+        score: Global___ScoreBreakdown | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deliver_after", b"deliver_after", "score", b"score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "delivery_status", b"delivery_status", "message_id", b"message_id", "provider", b"provider", "status", b"status", "suppressed", b"suppressed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "deliver_after", b"deliver_after", "delivery_status", b"delivery_status", "message_id", b"message_id", "provider", b"provider", "score", b"score", "status", b"status", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -630,3 +648,416 @@ class RecordOutcomeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOutcomeResponse: _TypeAlias = RecordOutcomeResponse  # noqa: Y015
+
+@_typing.final
+class EvaluateTriggerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    customer_id: _builtins.str
+    limit: _builtins.int
+    trigger: _builtins.str
+    """trigger (default) | journey | contact_centre"""
+    journey_id: _builtins.str
+    dispatch: _builtins.bool
+    """Send the top action through governance; needs idempotency_key."""
+    idempotency_key: _builtins.str
+    actor: _builtins.str
+    locale: _builtins.str
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Channel.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        channels: _abc.Iterable[_common_pb2.Channel.ValueType] | None = ...,
+        limit: _builtins.int = ...,
+        trigger: _builtins.str = ...,
+        journey_id: _builtins.str = ...,
+        dispatch: _builtins.bool = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        locale: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "channels", b"channels", "customer_id", b"customer_id", "dispatch", b"dispatch", "idempotency_key", b"idempotency_key", "journey_id", b"journey_id", "limit", b"limit", "locale", b"locale", "trigger", b"trigger", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateTriggerRequest: _TypeAlias = EvaluateTriggerRequest  # noqa: Y015
+
+@_typing.final
+class EvaluateTriggerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    SEND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> Global___GetNextBestActionsResponse: ...
+    @_builtins.property
+    def send(self) -> Global___SendMessageResponse:
+        """Present when dispatch was asked: what happened to the top action (SUPPRESSED when none)."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___GetNextBestActionsResponse | None = ...,
+        send: Global___SendMessageResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "send", b"send"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "send", b"send"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateTriggerResponse: _TypeAlias = EvaluateTriggerResponse  # noqa: Y015
+
+@_typing.final
+class CapLimit(_message.Message):
+    """Caps per window; an absent value means no cap on that window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PER_DAY_FIELD_NUMBER: _builtins.int
+    PER_WEEK_FIELD_NUMBER: _builtins.int
+    per_day: _builtins.int
+    per_week: _builtins.int
+    def __init__(
+        self,
+        *,
+        per_day: _builtins.int | None = ...,
+        per_week: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_per_day", b"_per_day", "_per_week", b"_per_week", "per_day", b"per_day", "per_week", b"per_week"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_per_day", b"_per_day", "_per_week", b"_per_week", "per_day", b"per_day", "per_week", b"per_week"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__per_day: _TypeAlias = _typing.Literal["per_day"]  # noqa: Y015
+    _WhichOneofArgType__per_day: _TypeAlias = _typing.Literal["_per_day", b"_per_day"]  # noqa: Y015
+    _WhichOneofReturnType__per_week: _TypeAlias = _typing.Literal["per_week"]  # noqa: Y015
+    _WhichOneofArgType__per_week: _TypeAlias = _typing.Literal["_per_week", b"_per_week"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_day) -> _WhichOneofReturnType__per_day | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_week) -> _WhichOneofReturnType__per_week | None: ...
+
+Global___CapLimit: _TypeAlias = CapLimit  # noqa: Y015
+
+@_typing.final
+class ChannelCap(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    @_builtins.property
+    def limit(self) -> Global___CapLimit: ...
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        limit: Global___CapLimit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelCap: _TypeAlias = ChannelCap  # noqa: Y015
+
+@_typing.final
+class QuietHours(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    start: _builtins.str
+    """Local time "HH:MM" in the customer's time zone; the window may wrap midnight."""
+    end: _builtins.str
+    mode: _builtins.str
+    """"hold" (deliver when the window ends) or "drop"."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.str = ...,
+        end: _builtins.str = ...,
+        mode: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "mode", b"mode", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuietHours: _TypeAlias = QuietHours  # noqa: Y015
+
+@_typing.final
+class JourneyHoldout(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    journey_id: _builtins.str
+    share: _builtins.float
+    def __init__(
+        self,
+        *,
+        journey_id: _builtins.str = ...,
+        share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journey_id", b"journey_id", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JourneyHoldout: _TypeAlias = JourneyHoldout  # noqa: Y015
+
+@_typing.final
+class ChannelCost(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    cost: _builtins.float
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        cost: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "cost", b"cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelCost: _TypeAlias = ChannelCost  # noqa: Y015
+
+@_typing.final
+class OfferRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    PER_DAY_FIELD_NUMBER: _builtins.int
+    PER_WEEK_FIELD_NUMBER: _builtins.int
+    DECLINE_LIMIT_FIELD_NUMBER: _builtins.int
+    DECLINE_WINDOW_DAYS_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    per_day: _builtins.int
+    per_week: _builtins.int
+    decline_limit: _builtins.int
+    decline_window_days: _builtins.int
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        per_day: _builtins.int | None = ...,
+        per_week: _builtins.int | None = ...,
+        decline_limit: _builtins.int = ...,
+        decline_window_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_per_day", b"_per_day", "_per_week", b"_per_week", "per_day", b"per_day", "per_week", b"per_week"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_per_day", b"_per_day", "_per_week", b"_per_week", "decline_limit", b"decline_limit", "decline_window_days", b"decline_window_days", "offer_id", b"offer_id", "per_day", b"per_day", "per_week", b"per_week"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__per_day: _TypeAlias = _typing.Literal["per_day"]  # noqa: Y015
+    _WhichOneofArgType__per_day: _TypeAlias = _typing.Literal["_per_day", b"_per_day"]  # noqa: Y015
+    _WhichOneofReturnType__per_week: _TypeAlias = _typing.Literal["per_week"]  # noqa: Y015
+    _WhichOneofArgType__per_week: _TypeAlias = _typing.Literal["_per_week", b"_per_week"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_day) -> _WhichOneofReturnType__per_day | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_week) -> _WhichOneofReturnType__per_week | None: ...
+
+Global___OfferRule: _TypeAlias = OfferRule  # noqa: Y015
+
+@_typing.final
+class Policy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CHANNEL_CAPS_FIELD_NUMBER: _builtins.int
+    GLOBAL_CAP_FIELD_NUMBER: _builtins.int
+    QUIET_HOURS_FIELD_NUMBER: _builtins.int
+    CONTROL_GROUP_SHARE_FIELD_NUMBER: _builtins.int
+    JOURNEY_HOLDOUTS_FIELD_NUMBER: _builtins.int
+    CONTACT_COSTS_FIELD_NUMBER: _builtins.int
+    OFFER_RULES_FIELD_NUMBER: _builtins.int
+    DEFAULT_TIME_ZONE_FIELD_NUMBER: _builtins.int
+    CONTACT_SLOT_MINUTES_FIELD_NUMBER: _builtins.int
+    ARBITRATION_MS_FIELD_NUMBER: _builtins.int
+    HOLDOUT_SALT_FIELD_NUMBER: _builtins.int
+    LOAD_WEIGHT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    control_group_share: _builtins.float
+    default_time_zone: _builtins.str
+    contact_slot_minutes: _builtins.int
+    """One contact slot per customer per window for journey/trigger sends; 0 turns the rule off."""
+    arbitration_ms: _builtins.int
+    holdout_salt: _builtins.str
+    load_weight: _builtins.float
+    updated_by: _builtins.str
+    @_builtins.property
+    def channel_caps(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelCap]: ...
+    @_builtins.property
+    def global_cap(self) -> Global___CapLimit: ...
+    @_builtins.property
+    def quiet_hours(self) -> Global___QuietHours:
+        """Absent: no quiet hours."""
+
+    @_builtins.property
+    def journey_holdouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___JourneyHoldout]: ...
+    @_builtins.property
+    def contact_costs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelCost]: ...
+    @_builtins.property
+    def offer_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___OfferRule]: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        channel_caps: _abc.Iterable[Global___ChannelCap] | None = ...,
+        global_cap: Global___CapLimit | None = ...,
+        quiet_hours: Global___QuietHours | None = ...,
+        control_group_share: _builtins.float = ...,
+        journey_holdouts: _abc.Iterable[Global___JourneyHoldout] | None = ...,
+        contact_costs: _abc.Iterable[Global___ChannelCost] | None = ...,
+        offer_rules: _abc.Iterable[Global___OfferRule] | None = ...,
+        default_time_zone: _builtins.str = ...,
+        contact_slot_minutes: _builtins.int | None = ...,
+        arbitration_ms: _builtins.int | None = ...,
+        holdout_salt: _builtins.str = ...,
+        load_weight: _builtins.float | None = ...,
+        updated_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_arbitration_ms", b"_arbitration_ms", "_contact_slot_minutes", b"_contact_slot_minutes", "_load_weight", b"_load_weight", "arbitration_ms", b"arbitration_ms", "contact_slot_minutes", b"contact_slot_minutes", "global_cap", b"global_cap", "load_weight", b"load_weight", "quiet_hours", b"quiet_hours", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_arbitration_ms", b"_arbitration_ms", "_contact_slot_minutes", b"_contact_slot_minutes", "_load_weight", b"_load_weight", "arbitration_ms", b"arbitration_ms", "channel_caps", b"channel_caps", "contact_costs", b"contact_costs", "contact_slot_minutes", b"contact_slot_minutes", "control_group_share", b"control_group_share", "default_time_zone", b"default_time_zone", "global_cap", b"global_cap", "holdout_salt", b"holdout_salt", "journey_holdouts", b"journey_holdouts", "load_weight", b"load_weight", "offer_rules", b"offer_rules", "quiet_hours", b"quiet_hours", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__arbitration_ms: _TypeAlias = _typing.Literal["arbitration_ms"]  # noqa: Y015
+    _WhichOneofArgType__arbitration_ms: _TypeAlias = _typing.Literal["_arbitration_ms", b"_arbitration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__contact_slot_minutes: _TypeAlias = _typing.Literal["contact_slot_minutes"]  # noqa: Y015
+    _WhichOneofArgType__contact_slot_minutes: _TypeAlias = _typing.Literal["_contact_slot_minutes", b"_contact_slot_minutes"]  # noqa: Y015
+    _WhichOneofReturnType__load_weight: _TypeAlias = _typing.Literal["load_weight"]  # noqa: Y015
+    _WhichOneofArgType__load_weight: _TypeAlias = _typing.Literal["_load_weight", b"_load_weight"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__arbitration_ms) -> _WhichOneofReturnType__arbitration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__contact_slot_minutes) -> _WhichOneofReturnType__contact_slot_minutes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__load_weight) -> _WhichOneofReturnType__load_weight | None: ...
+
+Global___Policy: _TypeAlias = Policy  # noqa: Y015
+
+@_typing.final
+class GetPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    version: _builtins.int
+    """0 = the current version."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyRequest: _TypeAlias = GetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___Policy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___Policy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyResponse: _TypeAlias = GetPolicyResponse  # noqa: Y015
+
+@_typing.final
+class SetPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    actor: _builtins.str
+    expected_version: _builtins.int
+    """When set, the change applies only if the current version is this one (else FAILED_PRECONDITION)."""
+    @_builtins.property
+    def policy(self) -> Global___Policy: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        policy: Global___Policy | None = ...,
+        actor: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "expected_version", b"expected_version", "policy", b"policy", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPolicyRequest: _TypeAlias = SetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___Policy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___Policy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPolicyResponse: _TypeAlias = SetPolicyResponse  # noqa: Y015

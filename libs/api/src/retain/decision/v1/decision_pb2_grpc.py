@@ -60,6 +60,21 @@ class DecisionServiceStub:
                 request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.RecordOutcomeRequest.SerializeToString,
                 response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.RecordOutcomeResponse.FromString,
                 _registered_method=True)
+        self.EvaluateTrigger = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/EvaluateTrigger',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.EvaluateTriggerRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.EvaluateTriggerResponse.FromString,
+                _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/GetPolicy',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetPolicy = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/SetPolicy',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -98,6 +113,27 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateTrigger(self, request, context):
+        """Trigger evaluation (event, schedule, contact centre): the pipeline over all candidates and
+        the requested channels, optionally dispatching the top action.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """Governance policy: caps, quiet hours, holdouts, contact costs, offer rules. Versioned, audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +161,21 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.RecordOutcome,
                     request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.RecordOutcomeRequest.FromString,
                     response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.RecordOutcomeResponse.SerializeToString,
+            ),
+            'EvaluateTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateTrigger,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.EvaluateTriggerRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.EvaluateTriggerResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetPolicyRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'SetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicy,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +314,87 @@ class DecisionService:
             '/retain.decision.v1.DecisionService/RecordOutcome',
             retain_dot_decision_dot_v1_dot_decision__pb2.RecordOutcomeRequest.SerializeToString,
             retain_dot_decision_dot_v1_dot_decision__pb2.RecordOutcomeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/EvaluateTrigger',
+            retain_dot_decision_dot_v1_dot_decision__pb2.EvaluateTriggerRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.EvaluateTriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/GetPolicy',
+            retain_dot_decision_dot_v1_dot_decision__pb2.GetPolicyRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/SetPolicy',
+            retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

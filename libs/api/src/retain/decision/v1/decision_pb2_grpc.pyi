@@ -40,6 +40,13 @@ class DecisionServiceStub:
     UpsertOffer: _grpc.UnaryUnaryMultiCallable[_decision_pb2.UpsertOfferRequest, _decision_pb2.UpsertOfferResponse]
     ListOffers: _grpc.UnaryUnaryMultiCallable[_decision_pb2.ListOffersRequest, _decision_pb2.ListOffersResponse]
     RecordOutcome: _grpc.UnaryUnaryMultiCallable[_decision_pb2.RecordOutcomeRequest, _decision_pb2.RecordOutcomeResponse]
+    EvaluateTrigger: _grpc.UnaryUnaryMultiCallable[_decision_pb2.EvaluateTriggerRequest, _decision_pb2.EvaluateTriggerResponse]
+    """Trigger evaluation (event, schedule, contact centre): the pipeline over all candidates and
+    the requested channels, optionally dispatching the top action.
+    """
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetPolicyRequest, _decision_pb2.GetPolicyResponse]
+    """Governance policy: caps, quiet hours, holdouts, contact costs, offer rules. Versioned, audited."""
+    SetPolicy: _grpc.UnaryUnaryMultiCallable[_decision_pb2.SetPolicyRequest, _decision_pb2.SetPolicyResponse]
 
 @_typing.type_check_only
 class DecisionServiceAsyncStub(DecisionServiceStub):
@@ -53,6 +60,13 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     UpsertOffer: _aio.UnaryUnaryMultiCallable[_decision_pb2.UpsertOfferRequest, _decision_pb2.UpsertOfferResponse]  # type: ignore[assignment]
     ListOffers: _aio.UnaryUnaryMultiCallable[_decision_pb2.ListOffersRequest, _decision_pb2.ListOffersResponse]  # type: ignore[assignment]
     RecordOutcome: _aio.UnaryUnaryMultiCallable[_decision_pb2.RecordOutcomeRequest, _decision_pb2.RecordOutcomeResponse]  # type: ignore[assignment]
+    EvaluateTrigger: _aio.UnaryUnaryMultiCallable[_decision_pb2.EvaluateTriggerRequest, _decision_pb2.EvaluateTriggerResponse]  # type: ignore[assignment]
+    """Trigger evaluation (event, schedule, contact centre): the pipeline over all candidates and
+    the requested channels, optionally dispatching the top action.
+    """
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetPolicyRequest, _decision_pb2.GetPolicyResponse]  # type: ignore[assignment]
+    """Governance policy: caps, quiet hours, holdouts, contact costs, offer rules. Versioned, audited."""
+    SetPolicy: _aio.UnaryUnaryMultiCallable[_decision_pb2.SetPolicyRequest, _decision_pb2.SetPolicyResponse]  # type: ignore[assignment]
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
     """The only place that decides whether, what, when and where a customer is contacted."""
@@ -93,5 +107,30 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _decision_pb2.RecordOutcomeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_decision_pb2.RecordOutcomeResponse, _abc.Awaitable[_decision_pb2.RecordOutcomeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EvaluateTrigger(
+        self,
+        request: _decision_pb2.EvaluateTriggerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.EvaluateTriggerResponse, _abc.Awaitable[_decision_pb2.EvaluateTriggerResponse]]:
+        """Trigger evaluation (event, schedule, contact centre): the pipeline over all candidates and
+        the requested channels, optionally dispatching the top action.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _decision_pb2.GetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.GetPolicyResponse, _abc.Awaitable[_decision_pb2.GetPolicyResponse]]:
+        """Governance policy: caps, quiet hours, holdouts, contact costs, offer rules. Versioned, audited."""
+
+    @_abc_1.abstractmethod
+    def SetPolicy(
+        self,
+        request: _decision_pb2.SetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.SetPolicyResponse, _abc.Awaitable[_decision_pb2.SetPolicyResponse]]: ...
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -391,6 +391,27 @@ class Features(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ChannelEngagementEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___ChannelEngagement: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___ChannelEngagement | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RECENCY_DAYS_FIELD_NUMBER: _builtins.int
     FREQUENCY_FIELD_NUMBER: _builtins.int
     MONETARY_TOTAL_FIELD_NUMBER: _builtins.int
@@ -415,6 +436,23 @@ class Features(_message.Message):
     RECENCY_WEEKS_FIELD_NUMBER: _builtins.int
     AGE_WEEKS_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    ORDERS_365D_FIELD_NUMBER: _builtins.int
+    SPEND_365D_FIELD_NUMBER: _builtins.int
+    DISCOUNT_TOTAL_FIELD_NUMBER: _builtins.int
+    DISCOUNT_SHARE_FIELD_NUMBER: _builtins.int
+    CHANNEL_ENGAGEMENT_FIELD_NUMBER: _builtins.int
+    PRODUCTS_ADDED_FIELD_NUMBER: _builtins.int
+    LAST_PRODUCT_ADDED_AT_FIELD_NUMBER: _builtins.int
+    CHECKOUTS_STARTED_FIELD_NUMBER: _builtins.int
+    LAST_CHECKOUT_STARTED_AT_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTIONS_STARTED_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTIONS_CANCELLED_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ACTIVE_FIELD_NUMBER: _builtins.int
+    NPS_RESPONSES_FIELD_NUMBER: _builtins.int
+    NPS_NEGATIVE_FIELD_NUMBER: _builtins.int
+    LAST_NPS_SCORE_FIELD_NUMBER: _builtins.int
+    OFFERS_ACCEPTED_FIELD_NUMBER: _builtins.int
+    OFFERS_DECLINED_FIELD_NUMBER: _builtins.int
     recency_days: _builtins.float
     frequency: _builtins.int
     monetary_total: _builtins.float
@@ -433,6 +471,23 @@ class Features(_message.Message):
     """BTYD inputs in weeks: repeat transactions, time of last repeat, age."""
     recency_weeks: _builtins.float
     age_weeks: _builtins.float
+    orders_365d: _builtins.int
+    spend_365d: _builtins.float
+    discount_total: _builtins.float
+    discount_share: _builtins.float
+    """discount / (revenue + discount) over all orders."""
+    products_added: _builtins.int
+    checkouts_started: _builtins.int
+    subscriptions_started: _builtins.int
+    subscriptions_cancelled: _builtins.int
+    subscription_active: _builtins.bool
+    nps_responses: _builtins.int
+    nps_negative: _builtins.int
+    """NPS answers of 6 or less (detractors); they also extend negative_feedback_streak."""
+    last_nps_score: _builtins.float
+    """-1 when the customer never answered."""
+    offers_accepted: _builtins.int
+    offers_declined: _builtins.int
     @_builtins.property
     def category_affinity(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
@@ -447,6 +502,14 @@ class Features(_message.Message):
     def first_order_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def channel_engagement(self) -> _containers.MessageMap[_builtins.str, Global___ChannelEngagement]:
+        """Per channel (email, sms, push, line, in_app): message deliveries, opens and clicks."""
+
+    @_builtins.property
+    def last_product_added_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_checkout_started_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -474,14 +537,74 @@ class Features(_message.Message):
         recency_weeks: _builtins.float = ...,
         age_weeks: _builtins.float = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        orders_365d: _builtins.int = ...,
+        spend_365d: _builtins.float = ...,
+        discount_total: _builtins.float = ...,
+        discount_share: _builtins.float = ...,
+        channel_engagement: _abc.Mapping[_builtins.str, Global___ChannelEngagement] | None = ...,
+        products_added: _builtins.int = ...,
+        last_product_added_at: _timestamp_pb2.Timestamp | None = ...,
+        checkouts_started: _builtins.int = ...,
+        last_checkout_started_at: _timestamp_pb2.Timestamp | None = ...,
+        subscriptions_started: _builtins.int = ...,
+        subscriptions_cancelled: _builtins.int = ...,
+        subscription_active: _builtins.bool = ...,
+        nps_responses: _builtins.int = ...,
+        nps_negative: _builtins.int = ...,
+        last_nps_score: _builtins.float = ...,
+        offers_accepted: _builtins.int = ...,
+        offers_declined: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "first_order_at", b"first_order_at", "first_seen", b"first_seen", "last_order_at", b"last_order_at", "last_seen", b"last_seen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "first_order_at", b"first_order_at", "first_seen", b"first_seen", "last_checkout_started_at", b"last_checkout_started_at", "last_order_at", b"last_order_at", "last_product_added_at", b"last_product_added_at", "last_seen", b"last_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_change", b"activity_change", "activity_level", b"activity_level", "age_weeks", b"age_weeks", "as_of", b"as_of", "average_order_value", b"average_order_value", "category_affinity", b"category_affinity", "first_order_at", b"first_order_at", "first_seen", b"first_seen", "frequency", b"frequency", "last_order_at", b"last_order_at", "last_seen", b"last_seen", "lifecycle_stage", b"lifecycle_stage", "monetary_total", b"monetary_total", "negative_feedback_streak", b"negative_feedback_streak", "open_tickets", b"open_tickets", "orders_30d", b"orders_30d", "orders_90d", b"orders_90d", "recency_days", b"recency_days", "recency_weeks", b"recency_weeks", "repeat_transactions", b"repeat_transactions", "segments", b"segments", "spend_30d", b"spend_30d", "spend_90d", b"spend_90d", "tenure_days", b"tenure_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_change", b"activity_change", "activity_level", b"activity_level", "age_weeks", b"age_weeks", "as_of", b"as_of", "average_order_value", b"average_order_value", "category_affinity", b"category_affinity", "channel_engagement", b"channel_engagement", "checkouts_started", b"checkouts_started", "discount_share", b"discount_share", "discount_total", b"discount_total", "first_order_at", b"first_order_at", "first_seen", b"first_seen", "frequency", b"frequency", "last_checkout_started_at", b"last_checkout_started_at", "last_nps_score", b"last_nps_score", "last_order_at", b"last_order_at", "last_product_added_at", b"last_product_added_at", "last_seen", b"last_seen", "lifecycle_stage", b"lifecycle_stage", "monetary_total", b"monetary_total", "negative_feedback_streak", b"negative_feedback_streak", "nps_negative", b"nps_negative", "nps_responses", b"nps_responses", "offers_accepted", b"offers_accepted", "offers_declined", b"offers_declined", "open_tickets", b"open_tickets", "orders_30d", b"orders_30d", "orders_365d", b"orders_365d", "orders_90d", b"orders_90d", "products_added", b"products_added", "recency_days", b"recency_days", "recency_weeks", b"recency_weeks", "repeat_transactions", b"repeat_transactions", "segments", b"segments", "spend_30d", b"spend_30d", "spend_365d", b"spend_365d", "spend_90d", b"spend_90d", "subscription_active", b"subscription_active", "subscriptions_cancelled", b"subscriptions_cancelled", "subscriptions_started", b"subscriptions_started", "tenure_days", b"tenure_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Features: _TypeAlias = Features  # noqa: Y015
+
+@_typing.final
+class ChannelEngagement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    OPENED_FIELD_NUMBER: _builtins.int
+    CLICKED_FIELD_NUMBER: _builtins.int
+    LAST_DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    LAST_OPENED_AT_FIELD_NUMBER: _builtins.int
+    LAST_CLICKED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ENGAGED_AT_FIELD_NUMBER: _builtins.int
+    delivered: _builtins.int
+    opened: _builtins.int
+    clicked: _builtins.int
+    @_builtins.property
+    def last_delivered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_clicked_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_engaged_at(self) -> _timestamp_pb2.Timestamp:
+        """The latest open or click."""
+
+    def __init__(
+        self,
+        *,
+        delivered: _builtins.int = ...,
+        opened: _builtins.int = ...,
+        clicked: _builtins.int = ...,
+        last_delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        last_opened_at: _timestamp_pb2.Timestamp | None = ...,
+        last_clicked_at: _timestamp_pb2.Timestamp | None = ...,
+        last_engaged_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_clicked_at", b"last_clicked_at", "last_delivered_at", b"last_delivered_at", "last_engaged_at", b"last_engaged_at", "last_opened_at", b"last_opened_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clicked", b"clicked", "delivered", b"delivered", "last_clicked_at", b"last_clicked_at", "last_delivered_at", b"last_delivered_at", "last_engaged_at", b"last_engaged_at", "last_opened_at", b"last_opened_at", "opened", b"opened"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelEngagement: _TypeAlias = ChannelEngagement  # noqa: Y015
 
 @_typing.final
 class Profile(_message.Message):
@@ -826,3 +949,550 @@ class CheckConsentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckConsentResponse: _TypeAlias = CheckConsentResponse  # noqa: Y015
+
+@_typing.final
+class LifecycleThresholds(_message.Message):
+    """Days after which a customer moves between lifecycle stages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_DAYS_FIELD_NUMBER: _builtins.int
+    AT_RISK_DAYS_FIELD_NUMBER: _builtins.int
+    LAPSED_DAYS_FIELD_NUMBER: _builtins.int
+    CHURNED_DAYS_FIELD_NUMBER: _builtins.int
+    MIN_GAP_DAYS_FIELD_NUMBER: _builtins.int
+    GAP_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    new_days: _builtins.float
+    at_risk_days: _builtins.float
+    lapsed_days: _builtins.float
+    churned_days: _builtins.float
+    min_gap_days: _builtins.float
+    """A repeat buyer is at risk after gap_multiplier x their usual gap, never sooner than min_gap_days."""
+    gap_multiplier: _builtins.float
+    def __init__(
+        self,
+        *,
+        new_days: _builtins.float = ...,
+        at_risk_days: _builtins.float = ...,
+        lapsed_days: _builtins.float = ...,
+        churned_days: _builtins.float = ...,
+        min_gap_days: _builtins.float = ...,
+        gap_multiplier: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_risk_days", b"at_risk_days", "churned_days", b"churned_days", "gap_multiplier", b"gap_multiplier", "lapsed_days", b"lapsed_days", "min_gap_days", b"min_gap_days", "new_days", b"new_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleThresholds: _TypeAlias = LifecycleThresholds  # noqa: Y015
+
+@_typing.final
+class WorkspaceSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIFECYCLE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    updated_by: _builtins.str
+    @_builtins.property
+    def lifecycle(self) -> Global___LifecycleThresholds: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lifecycle: Global___LifecycleThresholds | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lifecycle", b"lifecycle", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkspaceSettings: _TypeAlias = WorkspaceSettings  # noqa: Y015
+
+@_typing.final
+class GetWorkspaceSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWorkspaceSettingsRequest: _TypeAlias = GetWorkspaceSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetWorkspaceSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___WorkspaceSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___WorkspaceSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWorkspaceSettingsResponse: _TypeAlias = GetWorkspaceSettingsResponse  # noqa: Y015
+
+@_typing.final
+class SetWorkspaceSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___WorkspaceSettings: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        settings: Global___WorkspaceSettings | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "settings", b"settings", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWorkspaceSettingsRequest: _TypeAlias = SetWorkspaceSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetWorkspaceSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___WorkspaceSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___WorkspaceSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWorkspaceSettingsResponse: _TypeAlias = SetWorkspaceSettingsResponse  # noqa: Y015
+
+@_typing.final
+class Segment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    BUILTIN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Lower-case letters, digits and _, starting with a letter."""
+    expression: _builtins.str
+    """e.g. "monetary_total > 5000 and lifecycle_stage == 'at_risk'"."""
+    description: _builtins.str
+    builtin: _builtins.bool
+    """Built-in segments have no expression and cannot be deleted."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        expression: _builtins.str = ...,
+        description: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        builtin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "created_at", b"created_at", "description", b"description", "expression", b"expression", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Segment: _TypeAlias = Segment  # noqa: Y015
+
+@_typing.final
+class CreateSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def segment(self) -> Global___Segment: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        segment: Global___Segment | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "segment", b"segment", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class CreateSegmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> Global___Segment: ...
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentResponse: _TypeAlias = CreateSegmentResponse  # noqa: Y015
+
+@_typing.final
+class ListSegmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]: ...
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names an expression may use."""
+
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___Segment] | None = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentRequest: _TypeAlias = DeleteSegmentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentResponse: _TypeAlias = DeleteSegmentResponse  # noqa: Y015
+
+@_typing.final
+class CountSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountSegmentRequest: _TypeAlias = CountSegmentRequest  # noqa: Y015
+
+@_typing.final
+class CountSegmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    members: _builtins.int
+    customers: _builtins.int
+    """Customers evaluated (merged-away customers excluded)."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        members: _builtins.int = ...,
+        customers: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "customers", b"customers", "members", b"members", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountSegmentResponse: _TypeAlias = CountSegmentResponse  # noqa: Y015
+
+@_typing.final
+class ConsentHistoryEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LAWFUL_BASIS_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    AUDIT_RECORD_ID_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    channel: _common_pb2.Channel.ValueType
+    purpose: _builtins.str
+    status: _common_pb2.ConsentStatus.ValueType
+    previous_status: _builtins.str
+    source: _builtins.str
+    lawful_basis: _builtins.str
+    policy_version: _builtins.str
+    actor: _builtins.str
+    audit_record_id: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        purpose: _builtins.str = ...,
+        status: _common_pb2.ConsentStatus.ValueType = ...,
+        previous_status: _builtins.str = ...,
+        source: _builtins.str = ...,
+        lawful_basis: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        audit_record_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "audit_record_id", b"audit_record_id", "change_id", b"change_id", "channel", b"channel", "lawful_basis", b"lawful_basis", "occurred_at", b"occurred_at", "policy_version", b"policy_version", "previous_status", b"previous_status", "purpose", b"purpose", "recorded_at", b"recorded_at", "source", b"source", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentHistoryEntry: _TypeAlias = ConsentHistoryEntry  # noqa: Y015
+
+@_typing.final
+class ExportCustomerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    customer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCustomerRequest: _TypeAlias = ExportCustomerRequest  # noqa: Y015
+
+@_typing.final
+class ExportCustomerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CONSENT_HISTORY_FIELD_NUMBER: _builtins.int
+    MERGED_CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___Profile: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """Every stored event, oldest first."""
+
+    @_builtins.property
+    def consent_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentHistoryEntry]: ...
+    @_builtins.property
+    def merged_customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Customer ids merged into this one."""
+
+    @_builtins.property
+    def erased_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the customer's personal data was erased."""
+
+    def __init__(
+        self,
+        *,
+        profile: Global___Profile | None = ...,
+        events: _abc.Iterable[Global___Event] | None = ...,
+        consent_history: _abc.Iterable[Global___ConsentHistoryEntry] | None = ...,
+        merged_customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+        erased_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at", "profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_history", b"consent_history", "erased_at", b"erased_at", "events", b"events", "merged_customer_ids", b"merged_customer_ids", "profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCustomerResponse: _TypeAlias = ExportCustomerResponse  # noqa: Y015
+
+@_typing.final
+class EraseCustomerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    customer_id: _builtins.str
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer_id", b"customer_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseCustomerRequest: _TypeAlias = EraseCustomerRequest  # noqa: Y015
+
+@_typing.final
+class EraseCustomerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    EVENTS_SCRUBBED_FIELD_NUMBER: _builtins.int
+    IDENTIFIERS_REMOVED_FIELD_NUMBER: _builtins.int
+    AUDIT_SHREDDED_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    erasure_id: _builtins.str
+    events_scrubbed: _builtins.int
+    identifiers_removed: _builtins.int
+    audit_shredded: _builtins.bool
+    """True when the audit service destroyed the customer's key (crypto-shredding)."""
+    @_builtins.property
+    def erased_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        erasure_id: _builtins.str = ...,
+        erased_at: _timestamp_pb2.Timestamp | None = ...,
+        events_scrubbed: _builtins.int = ...,
+        identifiers_removed: _builtins.int = ...,
+        audit_shredded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_shredded", b"audit_shredded", "customer_id", b"customer_id", "erased_at", b"erased_at", "erasure_id", b"erasure_id", "events_scrubbed", b"events_scrubbed", "identifiers_removed", b"identifiers_removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseCustomerResponse: _TypeAlias = EraseCustomerResponse  # noqa: Y015

@@ -75,6 +75,46 @@ class ProfileServiceStub:
                 request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.CheckConsentRequest.SerializeToString,
                 response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.CheckConsentResponse.FromString,
                 _registered_method=True)
+        self.GetWorkspaceSettings = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/GetWorkspaceSettings',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.GetWorkspaceSettingsRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.GetWorkspaceSettingsResponse.FromString,
+                _registered_method=True)
+        self.SetWorkspaceSettings = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/SetWorkspaceSettings',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.SetWorkspaceSettingsRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.SetWorkspaceSettingsResponse.FromString,
+                _registered_method=True)
+        self.CreateSegment = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/CreateSegment',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.CreateSegmentRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.CreateSegmentResponse.FromString,
+                _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/ListSegments',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSegment = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/DeleteSegment',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.DeleteSegmentRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.DeleteSegmentResponse.FromString,
+                _registered_method=True)
+        self.CountSegment = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/CountSegment',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.CountSegmentRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.CountSegmentResponse.FromString,
+                _registered_method=True)
+        self.ExportCustomer = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/ExportCustomer',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportCustomerRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportCustomerResponse.FromString,
+                _registered_method=True)
+        self.EraseCustomer = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/EraseCustomer',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -134,6 +174,61 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkspaceSettings(self, request, context):
+        """Per-workspace settings (lifecycle thresholds); unset values read as the defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWorkspaceSettings(self, request, context):
+        """Zero values in the request keep the current setting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSegment(self, request, context):
+        """Rule-defined segments: a safe expression over features, evaluated live on every read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """Built-in and workspace segments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountSegment(self, request, context):
+        """How many customers are in a segment right now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCustomer(self, request, context):
+        """PDPA access request: everything profile holds about one customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseCustomer(self, request, context):
+        """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +271,46 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.CheckConsent,
                     request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.CheckConsentRequest.FromString,
                     response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.CheckConsentResponse.SerializeToString,
+            ),
+            'GetWorkspaceSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkspaceSettings,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.GetWorkspaceSettingsRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.GetWorkspaceSettingsResponse.SerializeToString,
+            ),
+            'SetWorkspaceSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWorkspaceSettings,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.SetWorkspaceSettingsRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.SetWorkspaceSettingsResponse.SerializeToString,
+            ),
+            'CreateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegment,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.CreateSegmentRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.CreateSegmentResponse.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'DeleteSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegment,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.DeleteSegmentRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.DeleteSegmentResponse.SerializeToString,
+            ),
+            'CountSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountSegment,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.CountSegmentRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.CountSegmentResponse.SerializeToString,
+            ),
+            'ExportCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCustomer,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportCustomerRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportCustomerResponse.SerializeToString,
+            ),
+            'EraseCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseCustomer,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +530,222 @@ class ProfileService:
             '/retain.profile.v1.ProfileService/CheckConsent',
             retain_dot_profile_dot_v1_dot_profile__pb2.CheckConsentRequest.SerializeToString,
             retain_dot_profile_dot_v1_dot_profile__pb2.CheckConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkspaceSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/GetWorkspaceSettings',
+            retain_dot_profile_dot_v1_dot_profile__pb2.GetWorkspaceSettingsRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.GetWorkspaceSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWorkspaceSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/SetWorkspaceSettings',
+            retain_dot_profile_dot_v1_dot_profile__pb2.SetWorkspaceSettingsRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.SetWorkspaceSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/CreateSegment',
+            retain_dot_profile_dot_v1_dot_profile__pb2.CreateSegmentRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.CreateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/ListSegments',
+            retain_dot_profile_dot_v1_dot_profile__pb2.ListSegmentsRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/DeleteSegment',
+            retain_dot_profile_dot_v1_dot_profile__pb2.DeleteSegmentRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.DeleteSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/CountSegment',
+            retain_dot_profile_dot_v1_dot_profile__pb2.CountSegmentRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.CountSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/ExportCustomer',
+            retain_dot_profile_dot_v1_dot_profile__pb2.ExportCustomerRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.ExportCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/EraseCustomer',
+            retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

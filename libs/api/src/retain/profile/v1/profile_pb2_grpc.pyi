@@ -46,6 +46,21 @@ class ProfileServiceStub:
     SetConsents: _grpc.UnaryUnaryMultiCallable[_profile_pb2.SetConsentsRequest, _profile_pb2.SetConsentsResponse]
     CheckConsent: _grpc.UnaryUnaryMultiCallable[_profile_pb2.CheckConsentRequest, _profile_pb2.CheckConsentResponse]
     """Answers whether a customer may be contacted on a channel for a purpose."""
+    GetWorkspaceSettings: _grpc.UnaryUnaryMultiCallable[_profile_pb2.GetWorkspaceSettingsRequest, _profile_pb2.GetWorkspaceSettingsResponse]
+    """Per-workspace settings (lifecycle thresholds); unset values read as the defaults."""
+    SetWorkspaceSettings: _grpc.UnaryUnaryMultiCallable[_profile_pb2.SetWorkspaceSettingsRequest, _profile_pb2.SetWorkspaceSettingsResponse]
+    """Zero values in the request keep the current setting."""
+    CreateSegment: _grpc.UnaryUnaryMultiCallable[_profile_pb2.CreateSegmentRequest, _profile_pb2.CreateSegmentResponse]
+    """Rule-defined segments: a safe expression over features, evaluated live on every read."""
+    ListSegments: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ListSegmentsRequest, _profile_pb2.ListSegmentsResponse]
+    """Built-in and workspace segments."""
+    DeleteSegment: _grpc.UnaryUnaryMultiCallable[_profile_pb2.DeleteSegmentRequest, _profile_pb2.DeleteSegmentResponse]
+    CountSegment: _grpc.UnaryUnaryMultiCallable[_profile_pb2.CountSegmentRequest, _profile_pb2.CountSegmentResponse]
+    """How many customers are in a segment right now."""
+    ExportCustomer: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ExportCustomerRequest, _profile_pb2.ExportCustomerResponse]
+    """PDPA access request: everything profile holds about one customer."""
+    EraseCustomer: _grpc.UnaryUnaryMultiCallable[_profile_pb2.EraseCustomerRequest, _profile_pb2.EraseCustomerResponse]
+    """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure."""
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -65,6 +80,21 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     SetConsents: _aio.UnaryUnaryMultiCallable[_profile_pb2.SetConsentsRequest, _profile_pb2.SetConsentsResponse]  # type: ignore[assignment]
     CheckConsent: _aio.UnaryUnaryMultiCallable[_profile_pb2.CheckConsentRequest, _profile_pb2.CheckConsentResponse]  # type: ignore[assignment]
     """Answers whether a customer may be contacted on a channel for a purpose."""
+    GetWorkspaceSettings: _aio.UnaryUnaryMultiCallable[_profile_pb2.GetWorkspaceSettingsRequest, _profile_pb2.GetWorkspaceSettingsResponse]  # type: ignore[assignment]
+    """Per-workspace settings (lifecycle thresholds); unset values read as the defaults."""
+    SetWorkspaceSettings: _aio.UnaryUnaryMultiCallable[_profile_pb2.SetWorkspaceSettingsRequest, _profile_pb2.SetWorkspaceSettingsResponse]  # type: ignore[assignment]
+    """Zero values in the request keep the current setting."""
+    CreateSegment: _aio.UnaryUnaryMultiCallable[_profile_pb2.CreateSegmentRequest, _profile_pb2.CreateSegmentResponse]  # type: ignore[assignment]
+    """Rule-defined segments: a safe expression over features, evaluated live on every read."""
+    ListSegments: _aio.UnaryUnaryMultiCallable[_profile_pb2.ListSegmentsRequest, _profile_pb2.ListSegmentsResponse]  # type: ignore[assignment]
+    """Built-in and workspace segments."""
+    DeleteSegment: _aio.UnaryUnaryMultiCallable[_profile_pb2.DeleteSegmentRequest, _profile_pb2.DeleteSegmentResponse]  # type: ignore[assignment]
+    CountSegment: _aio.UnaryUnaryMultiCallable[_profile_pb2.CountSegmentRequest, _profile_pb2.CountSegmentResponse]  # type: ignore[assignment]
+    """How many customers are in a segment right now."""
+    ExportCustomer: _aio.UnaryUnaryMultiCallable[_profile_pb2.ExportCustomerRequest, _profile_pb2.ExportCustomerResponse]  # type: ignore[assignment]
+    """PDPA access request: everything profile holds about one customer."""
+    EraseCustomer: _aio.UnaryUnaryMultiCallable[_profile_pb2.EraseCustomerRequest, _profile_pb2.EraseCustomerResponse]  # type: ignore[assignment]
+    """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure."""
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """The unified customer profile: events, identities, traits, consent and live features."""
@@ -129,5 +159,68 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.CheckConsentResponse, _abc.Awaitable[_profile_pb2.CheckConsentResponse]]:
         """Answers whether a customer may be contacted on a channel for a purpose."""
+
+    @_abc_1.abstractmethod
+    def GetWorkspaceSettings(
+        self,
+        request: _profile_pb2.GetWorkspaceSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.GetWorkspaceSettingsResponse, _abc.Awaitable[_profile_pb2.GetWorkspaceSettingsResponse]]:
+        """Per-workspace settings (lifecycle thresholds); unset values read as the defaults."""
+
+    @_abc_1.abstractmethod
+    def SetWorkspaceSettings(
+        self,
+        request: _profile_pb2.SetWorkspaceSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.SetWorkspaceSettingsResponse, _abc.Awaitable[_profile_pb2.SetWorkspaceSettingsResponse]]:
+        """Zero values in the request keep the current setting."""
+
+    @_abc_1.abstractmethod
+    def CreateSegment(
+        self,
+        request: _profile_pb2.CreateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.CreateSegmentResponse, _abc.Awaitable[_profile_pb2.CreateSegmentResponse]]:
+        """Rule-defined segments: a safe expression over features, evaluated live on every read."""
+
+    @_abc_1.abstractmethod
+    def ListSegments(
+        self,
+        request: _profile_pb2.ListSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ListSegmentsResponse, _abc.Awaitable[_profile_pb2.ListSegmentsResponse]]:
+        """Built-in and workspace segments."""
+
+    @_abc_1.abstractmethod
+    def DeleteSegment(
+        self,
+        request: _profile_pb2.DeleteSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.DeleteSegmentResponse, _abc.Awaitable[_profile_pb2.DeleteSegmentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CountSegment(
+        self,
+        request: _profile_pb2.CountSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.CountSegmentResponse, _abc.Awaitable[_profile_pb2.CountSegmentResponse]]:
+        """How many customers are in a segment right now."""
+
+    @_abc_1.abstractmethod
+    def ExportCustomer(
+        self,
+        request: _profile_pb2.ExportCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ExportCustomerResponse, _abc.Awaitable[_profile_pb2.ExportCustomerResponse]]:
+        """PDPA access request: everything profile holds about one customer."""
+
+    @_abc_1.abstractmethod
+    def EraseCustomer(
+        self,
+        request: _profile_pb2.EraseCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.EraseCustomerResponse, _abc.Awaitable[_profile_pb2.EraseCustomerResponse]]:
+        """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure."""
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
