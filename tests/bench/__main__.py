@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 from retain_cli.demo import load as load_demo
 from retain_cli.stack import Stack, pick_ports
+from retain_scoring.bench import bench_batch_scoring, paced_latency
 
 from tests.e2e.conftest import issue_key
 
@@ -125,6 +126,14 @@ async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
                     f"{len(lat)} sends (consent, decision + message audit, log provider), 8 concurrent, {machine}"))
     rows.append(Row("message_send_latency_p50", statistics.median(lat) * 1000, "ms", f"same run, {machine}"))
 
+    scoring_target = f"127.0.0.1:{stack.ports['scoring']}"
+    for rate in (100.0, 300.0):
+        measured = await paced_latency(scoring_target, rate=rate, seconds=5.0, offers=20)
+        cond = (f"ScoreCustomers + ScoreOffers (20 offers) in parallel, paced {rate:.0f} req/s for 5 s, scoring in its "
+                f"own process, achieved {measured['achieved_rps']:.0f} req/s, {machine}")
+        rows.append(Row(f"scoring_single_customer_p50_at_{rate:.0f}rps", measured["p50_ms"], "ms", cond))
+        rows.append(Row(f"scoring_single_customer_p99_at_{rate:.0f}rps", measured["p99_ms"], "ms", cond))
+
     start = time.perf_counter()
     verify = await _get_json(base, headers, "/v1/audit/verify")
     elapsed = time.perf_counter() - start
@@ -151,6 +160,10 @@ def main() -> None:
         rows = asyncio.run(run_benchmarks(stack, key))
     finally:
         stack.stop()
+    n = 1_000_000
+    rows.append(Row("batch_scoring_rate", bench_batch_scoring(n), "customers/s",
+                    f"{n:,} customers, churn + P(alive) + CLV, BentoML service in-process, batches of 10k, "
+                    f"{os.cpu_count()} cores"))
     out = ROOT / "var" / "bench.json"
     out.parent.mkdir(exist_ok=True)
     meta = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "python": sys.version.split()[0],

@@ -105,41 +105,44 @@ async def _latency(rate: float, seconds: float, offers: int) -> dict[str, float]
         server, port, _ = await start(
             [Registration(servicer, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, name)]
         )
-        offer_ids = [f"offer_{k}" for k in range(offers)]
-        latencies: list[float] = []
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = scoring_pb2_grpc.ScoringServiceStub(channel)
-
-                async def one(i: int) -> None:
-                    c = _customer(i)
-                    began = time.perf_counter()
-                    await asyncio.gather(
-                        stub.ScoreCustomers(scoring_pb2.ScoreCustomersRequest(workspace_id="ws_bench", customers=[c])),
-                        stub.ScoreOffers(scoring_pb2.ScoreOffersRequest(
-                            workspace_id="ws_bench", customer_id=c.customer_id, offer_ids=offer_ids,
-                            features=c.features,
-                        )),
-                    )
-                    latencies.append(time.perf_counter() - began)
-
-                for i in range(20):
-                    await one(i)
-                latencies.clear()
-                total = int(rate * seconds)
-                began = time.perf_counter()
-                tasks = []
-                # Paced open loop: requests start on schedule whether or not earlier ones have finished.
-                for i in range(total):
-                    delay = began + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(one(i)))
-                await asyncio.gather(*tasks)
-                wall = time.perf_counter() - began
+            return await paced_latency(f"127.0.0.1:{port}", rate=rate, seconds=seconds, offers=offers)
         finally:
             await server.stop(None)
             await engine.dispose()
+
+
+async def paced_latency(target: str, *, rate: float, seconds: float, offers: int) -> dict[str, float]:
+    """Open-loop load on a scoring server at `target`: requests start on schedule whatever earlier ones do."""
+    offer_ids = [f"offer_{k}" for k in range(offers)]
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+
+        async def one(i: int) -> None:
+            c = _customer(i)
+            began = time.perf_counter()
+            await asyncio.gather(
+                stub.ScoreCustomers(scoring_pb2.ScoreCustomersRequest(workspace_id="ws_bench", customers=[c])),
+                stub.ScoreOffers(scoring_pb2.ScoreOffersRequest(
+                    workspace_id="ws_bench", customer_id=c.customer_id, offer_ids=offer_ids, features=c.features,
+                )),
+            )
+            latencies.append(time.perf_counter() - began)
+
+        for i in range(20):
+            await one(i)
+        latencies.clear()
+        total = int(rate * seconds)
+        began = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - began
     ordered = sorted(latencies)
     return {
         "p50_ms": statistics.median(ordered) * 1000,
