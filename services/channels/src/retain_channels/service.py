@@ -255,6 +255,7 @@ class Channels:
             subject=row.subject,
             body=row.body,
             locale=row.locale,
+            purpose=row.purpose,
             attempt=attempt,
         )
 

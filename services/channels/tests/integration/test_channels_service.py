@@ -2,6 +2,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,14 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
 from retain.channels.v1 import channels_pb2, channels_pb2_grpc
 from retain.common.v1 import common_pb2
 from retain_audit.app import SERVICE_NAME as AUDIT_SERVICE_NAME
+from retain_audit.domain.checkpoint import Signer
+from retain_audit.domain.privacy import Vault
 from retain_audit.server import AuditServicer
 from retain_audit.service import AuditLog
 from retain_channels.app import SERVICE_NAME, build, options_from, policy_from
@@ -115,7 +119,10 @@ class Env:
 @pytest.fixture
 async def env(db_target: DbTarget, grpc_serve: Any, tmp_path: Path) -> AsyncIterator[Env]:
     audit_engine = await db_target.migrate(AUDIT_DIR)
-    audit_servicer = AuditServicer(AuditLog(session_factory(audit_engine)))
+    audit_log = AuditLog(
+        session_factory(audit_engine), signer=Signer(Ed25519PrivateKey.generate()), vault=Vault(os.urandom(32))
+    )
+    audit_servicer = AuditServicer(audit_log)
     audit_addr = await grpc_serve(
         [Registration(audit_servicer, audit_pb2_grpc.add_AuditServiceServicer_to_server, AUDIT_SERVICE_NAME)]
     )

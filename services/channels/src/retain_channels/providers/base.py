@@ -27,6 +27,10 @@ class OutboundMessage:
     subject: str
     body: str
     locale: str = ""
+    # "marketing" mail carries List-Unsubscribe headers; transactional mail does not.
+    purpose: str = ""
+    # Optional HTML alternative for email; other channels ignore it.
+    html_body: str = ""
     # 1 for the first call; greater when this message may already have reached the provider.
     attempt: int = 1
 
@@ -56,7 +60,15 @@ class TransientProviderError(ProviderError):
 
 
 class PermanentProviderError(ProviderError):
-    """Invalid recipient, rejected content, bad credentials: retrying cannot help."""
+    """Invalid recipient, rejected content, bad credentials: retrying cannot help.
+
+    `reason` is a machine-readable cause for callers that act on it, e.g. "unregistered" when a push
+    token or subscription is gone and should be invalidated.
+    """
+
+    def __init__(self, message: str = "", *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,19 @@ class ProviderRegistry:
 
 
 def default_registry() -> ProviderRegistry:
+    """Every adapter we ship. Only `log` is selected unless settings name another per channel."""
+    from retain_channels.providers.email.smtp import SmtpConfig, SmtpProvider
+    from retain_channels.providers.line.messaging_api import LineConfig, LineMessagingProvider
     from retain_channels.providers.log.sink import LogConfig, LogProvider
+    from retain_channels.providers.push.webpush import WebPushConfig, WebPushProvider
+    from retain_channels.providers.sms.twilio import TwilioConfig, TwilioSmsProvider
 
     registry = ProviderRegistry()
     registry.register(CHANNELS, "log", LogProvider, LogConfig)
+    registry.register("email", "smtp", SmtpProvider, SmtpConfig)
+    registry.register("sms", "twilio", TwilioSmsProvider, TwilioConfig)
+    registry.register("line", "line", LineMessagingProvider, LineConfig)
+    registry.register("push", "webpush", WebPushProvider, WebPushConfig)
     return registry
 
 

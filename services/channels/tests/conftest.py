@@ -1,0 +1,1 @@
+"""Channels test configuration: `support` (the validating provider mock) is importable from here."""

@@ -1,0 +1,1 @@
+"""Test helpers shared by the channels tests (and reusable by cross-service contract tests)."""
