@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
 from retain_kit.enums import channel_value
@@ -9,6 +11,8 @@ from retain_kit.errors import Unavailable
 from retain_kit.protoconv import to_struct, to_timestamp
 
 from retain_profile.ports import ConsentAuditEntry
+
+log = logging.getLogger(__name__)
 
 
 class GrpcAuditSink:
@@ -47,3 +51,19 @@ class GrpcAuditSink:
                 f"audit log did not record the consent change ({exc.code().name}); nothing was changed"
             ) from exc
         return response.record.record_id
+
+    async def erase_customer(self, workspace_id: str, customer_id: str, *, actor: str, reason: str) -> bool:
+        request = audit_pb2.EraseCustomerRequest(
+            workspace_id=workspace_id, customer_id=customer_id, actor=actor, reason=reason
+        )
+        try:
+            response = await self.stub.EraseCustomer(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # An audit service without crypto-shredding: profile's own erasure still proceeds.
+                log.warning("audit does not implement EraseCustomer; %s's audit key was not shredded", customer_id)
+                return False
+            raise Unavailable(
+                f"audit could not shred the customer's key ({exc.code().name}); nothing was erased"
+            ) from exc
+        return bool(response.key_destroyed)

@@ -31,6 +31,8 @@ class CustomerRow(Base):
     traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # When each trait was last set (event time), for last-writer-wins merging.
     trait_times: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Set by a PDPA erasure: personal data is gone, anonymised aggregates remain.
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class IdentifierRow(Base):
@@ -132,3 +134,42 @@ class MergeRow(Base):
     merged_id: Mapped[str] = mapped_column(String(40))
     reason: Mapped[str] = mapped_column(Text, default="")
     merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WorkspaceSettingsRow(Base):
+    __tablename__ = "workspace_settings"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lifecycle: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class SegmentRow(Base):
+    __tablename__ = "segments"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expression: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class ErasureRow(Base):
+    """A PDPA erasure that was carried out (holds no personal data itself)."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (
+        UniqueConstraint("erasure_id"),
+        Index("ix_erasures_customer", "workspace_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    erasure_id: Mapped[str] = mapped_column(String(40))
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    requested_by: Mapped[str] = mapped_column(String(128), default="")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    audit_shredded: Mapped[bool] = mapped_column(Boolean, default=False)
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -41,6 +41,11 @@ class AuditSink(Protocol):
         """Append one consent change; returns the audit record id."""
         ...
 
+    async def erase_customer(self, workspace_id: str, customer_id: str, *, actor: str, reason: str) -> bool:
+        """Crypto-shred the customer's audit key; True when a key was destroyed, False when audit has no
+        erasure support yet. Raises Unavailable when audit cannot be reached (the erasure then waits)."""
+        ...
+
 
 class EventPublisher(Protocol):
     """Where accepted events go for the journey engine (a Redis stream per workspace)."""

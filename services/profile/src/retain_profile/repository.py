@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from retain_kit.protoconv import aware
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_profile.domain.consent import ConsentRecord
@@ -17,10 +17,13 @@ from retain_profile.models import (
     ConsentHistoryRow,
     ConsentRow,
     CustomerRow,
+    ErasureRow,
     EventRow,
     FeaturesRow,
     IdentifierRow,
     MergeRow,
+    SegmentRow,
+    WorkspaceSettingsRow,
 )
 
 # Merged-away ids can chain (a merged into b, b into c); this bounds the walk.
@@ -56,17 +59,6 @@ class ProfileRepository:
         rows = (await self.session.execute(stmt)).scalars()
         return {Identifier(r.kind, r.value): r.customer_id for r in rows}
 
-    async def link(
-        self, workspace_id: str, customer_id: str, identifiers: Iterable[Identifier], *, now: datetime
-    ) -> None:
-        for ident in identifiers:
-            self.session.add(
-                IdentifierRow(
-                    workspace_id=workspace_id, kind=ident.kind, value=ident.value, customer_id=customer_id,
-                    created_at=now,
-                )
-            )
-
     async def identifiers_of(self, workspace_id: str, customer_id: str) -> list[Identifier]:
         stmt = (
             select(IdentifierRow)
@@ -82,6 +74,19 @@ class ProfileRepository:
         )
         self.session.add(row)
         return row
+
+    async def lock_customers(self, workspace_id: str, customer_ids: Iterable[str]) -> list[CustomerRow]:
+        """Loads (and on PostgreSQL row-locks) many customers at once, in id order so lockers never deadlock."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return []
+        stmt = (
+            select(CustomerRow)
+            .where(CustomerRow.workspace_id == workspace_id, CustomerRow.customer_id.in_(ids))
+            .order_by(CustomerRow.customer_id)
+            .with_for_update()
+        )
+        return list((await self.session.execute(stmt)).scalars())
 
     async def customer(self, workspace_id: str, customer_id: str, *, for_update: bool = False) -> CustomerRow | None:
         stmt = select(CustomerRow).where(
@@ -147,9 +152,6 @@ class ProfileRepository:
         )
         return {mid: cid for mid, cid in (await self.session.execute(stmt)).all()}
 
-    def add_event(self, row: EventRow) -> None:
-        self.session.add(row)
-
     async def facts(self, workspace_id: str, customer_id: str) -> list[EventFact]:
         stmt = select(EventRow.type, EventRow.event, EventRow.timestamp, EventRow.properties).where(
             EventRow.workspace_id == workspace_id, EventRow.customer_id == customer_id
@@ -200,29 +202,47 @@ class ProfileRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def save_features(
-        self,
-        workspace_id: str,
-        customer_id: str,
-        *,
-        summary: dict[str, Any],
-        features: dict[str, Any],
-        stage: str,
-        now: datetime,
-        existing: FeaturesRow | None,
-    ) -> None:
-        if existing is None:
-            self.session.add(
-                FeaturesRow(
-                    customer_id=customer_id, workspace_id=workspace_id, summary=summary, features=features,
-                    lifecycle_stage=stage, updated_at=now,
-                )
-            )
-            return
-        existing.summary = summary
-        existing.features = features
-        existing.lifecycle_stage = stage
-        existing.updated_at = now
+    async def lock_summaries(self, workspace_id: str, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Stored summaries of these customers, row-locked (PostgreSQL) in id order; plain rows, no ORM."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        stmt = (
+            select(FeaturesRow.customer_id, FeaturesRow.summary)
+            .where(FeaturesRow.workspace_id == workspace_id, FeaturesRow.customer_id.in_(ids))
+            .order_by(FeaturesRow.customer_id)
+            .with_for_update()
+        )
+        return {cid: summary or {} for cid, summary in (await self.session.execute(stmt)).all()}
+
+    async def write_features(self, *, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
+        """Bulk INSERT of new feature rows and executemany UPDATE by primary key of existing ones."""
+        if inserts:
+            await self.session.execute(insert(FeaturesRow), inserts)
+        if updates:
+            await self.session.execute(update(FeaturesRow), updates)
+
+    async def insert_identifiers(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(IdentifierRow), rows)
+
+    async def insert_events(self, rows: list[dict[str, Any]]) -> list[int]:
+        """One multi-row INSERT ... RETURNING id; ids come back in the order of `rows`."""
+        if not rows:
+            return []
+        stmt = insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True)
+        return list((await self.session.scalars(stmt, rows)).all())
+
+    async def summaries(self, workspace_id: str, *, chunk: int = 1000) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every live customer's stored feature summary (merged-away customers have none)."""
+        stmt = (
+            select(FeaturesRow.customer_id, FeaturesRow.summary)
+            .where(FeaturesRow.workspace_id == workspace_id)
+            .execution_options(yield_per=chunk)
+        )
+        result = await self.session.stream(stmt)
+        async for customer_id, summary in result:
+            yield customer_id, summary or {}
 
     # consent
 
@@ -277,5 +297,76 @@ class ProfileRepository:
             select(ConsentHistoryRow)
             .where(ConsentHistoryRow.workspace_id == workspace_id, ConsentHistoryRow.customer_id == customer_id)
             .order_by(ConsentHistoryRow.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    # workspace settings and segments
+
+    async def settings(self, workspace_id: str) -> WorkspaceSettingsRow | None:
+        return await self.session.get(WorkspaceSettingsRow, workspace_id)
+
+    async def put_settings(
+        self, workspace_id: str, *, lifecycle: dict[str, Any], actor: str, now: datetime
+    ) -> WorkspaceSettingsRow:
+        row = await self.session.get(WorkspaceSettingsRow, workspace_id, with_for_update=True)
+        if row is None:
+            row = WorkspaceSettingsRow(workspace_id=workspace_id)
+            self.session.add(row)
+        row.lifecycle, row.updated_by, row.updated_at = lifecycle, actor, now
+        return row
+
+    async def segments(self, workspace_id: str) -> list[SegmentRow]:
+        stmt = select(SegmentRow).where(SegmentRow.workspace_id == workspace_id).order_by(SegmentRow.name)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def segment(self, workspace_id: str, name: str) -> SegmentRow | None:
+        return await self.session.get(SegmentRow, (workspace_id, name))
+
+    def add_segment(self, row: SegmentRow) -> None:
+        self.session.add(row)
+
+    async def delete_segment(self, workspace_id: str, name: str) -> bool:
+        result = await self.session.execute(
+            delete(SegmentRow).where(SegmentRow.workspace_id == workspace_id, SegmentRow.name == name)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # privacy
+
+    async def all_events(self, workspace_id: str, customer_id: str) -> list[EventRow]:
+        stmt = (
+            select(EventRow)
+            .where(EventRow.workspace_id == workspace_id, EventRow.customer_id == customer_id)
+            .order_by(EventRow.timestamp, EventRow.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def remove_identifiers(self, workspace_id: str, customer_id: str) -> int:
+        result = await self.session.execute(
+            delete(IdentifierRow).where(
+                IdentifierRow.workspace_id == workspace_id, IdentifierRow.customer_id == customer_id
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def erase_merged_traits(self, workspace_id: str, survivor: str) -> list[str]:
+        """Customers merged into `survivor` (directly or not) have their (already emptied) rows wiped too."""
+        merged = [m.merged_id for m in await self.merges_into(workspace_id, survivor)]
+        if merged:
+            await self.session.execute(
+                update(CustomerRow)
+                .where(CustomerRow.workspace_id == workspace_id, CustomerRow.customer_id.in_(merged))
+                .values(traits={}, trait_times={})
+            )
+        return merged
+
+    def add_erasure(self, row: ErasureRow) -> None:
+        self.session.add(row)
+
+    async def erasures(self, workspace_id: str, customer_id: str) -> list[ErasureRow]:
+        stmt = (
+            select(ErasureRow)
+            .where(ErasureRow.workspace_id == workspace_id, ErasureRow.customer_id == customer_id)
+            .order_by(ErasureRow.id)
         )
         return list((await self.session.execute(stmt)).scalars())

@@ -12,10 +12,18 @@ from retain_kit.protoconv import aware, from_struct, from_timestamp, to_struct, 
 
 from retain_profile.domain.consent import ConsentRecord
 from retain_profile.domain.events import IncomingEvent
-from retain_profile.domain.features import Features
+from retain_profile.domain.features import ChannelEngagement, Features, LifecycleThresholds
 from retain_profile.domain.identity import Identifier
-from retain_profile.models import EventRow
-from retain_profile.service import ConsentChangeInput, ItemResult, Profiles
+from retain_profile.domain.segments import namespace_names
+from retain_profile.models import ConsentHistoryRow, EventRow
+from retain_profile.service import (
+    ConsentChangeInput,
+    ItemResult,
+    Profiles,
+    ProfileView,
+    SegmentView,
+    SettingsView,
+)
 
 _STATUS = {
     "accepted": profile_pb2.INGEST_STATUS_ACCEPTED,
@@ -113,6 +121,95 @@ def features_to_proto(f: Features) -> profile_pb2.Features:
         recency_weeks=f.recency_weeks,
         age_weeks=f.age_weeks,
         as_of=to_timestamp(f.as_of),
+        orders_365d=f.orders_365d,
+        spend_365d=f.spend_365d,
+        discount_total=f.discount_total,
+        discount_share=f.discount_share,
+        channel_engagement={c: engagement_to_proto(e) for c, e in f.channel_engagement.items()},
+        products_added=f.products_added,
+        last_product_added_at=to_timestamp(f.last_product_added_at),
+        checkouts_started=f.checkouts_started,
+        last_checkout_started_at=to_timestamp(f.last_checkout_started_at),
+        subscriptions_started=f.subscriptions_started,
+        subscriptions_cancelled=f.subscriptions_cancelled,
+        subscription_active=f.subscription_active,
+        nps_responses=f.nps_responses,
+        nps_negative=f.nps_negative,
+        last_nps_score=f.last_nps_score,
+        offers_accepted=f.offers_accepted,
+        offers_declined=f.offers_declined,
+    )
+
+
+def engagement_to_proto(e: ChannelEngagement) -> profile_pb2.ChannelEngagement:
+    return profile_pb2.ChannelEngagement(
+        delivered=e.delivered,
+        opened=e.opened,
+        clicked=e.clicked,
+        last_delivered_at=to_timestamp(e.last_delivered_at),
+        last_opened_at=to_timestamp(e.last_opened_at),
+        last_clicked_at=to_timestamp(e.last_clicked_at),
+        last_engaged_at=to_timestamp(e.last_engaged_at),
+    )
+
+
+def profile_to_proto(view: ProfileView) -> profile_pb2.Profile:
+    return profile_pb2.Profile(
+        customer_id=view.customer_id,
+        workspace_id=view.workspace_id,
+        identifiers=[
+            profile_pb2.Identifier(kind=identifier_kind_value(i.kind), value=i.value) for i in view.identifiers
+        ],
+        traits=to_struct(view.traits),
+        events_count=view.events_count,
+        first_seen=to_timestamp(view.first_seen),
+        last_seen=to_timestamp(view.last_seen),
+        features=features_to_proto(view.features),
+        consents=[consent_to_proto(c) for c in view.consents],
+        time_zone=view.time_zone,
+        locale=view.locale,
+    )
+
+
+def settings_to_proto(view: SettingsView) -> profile_pb2.WorkspaceSettings:
+    th = view.lifecycle
+    return profile_pb2.WorkspaceSettings(
+        lifecycle=profile_pb2.LifecycleThresholds(
+            new_days=th.new_days, at_risk_days=th.at_risk_days, lapsed_days=th.lapsed_days,
+            churned_days=th.churned_days, min_gap_days=th.min_gap_days, gap_multiplier=th.gap_multiplier,
+        ),
+        updated_at=to_timestamp(view.updated_at),
+        updated_by=view.updated_by,
+    )
+
+
+def threshold_changes(message: profile_pb2.LifecycleThresholds) -> dict[str, float]:
+    """Proto3 cannot tell unset from zero; zero keeps the current value and negatives are refused later."""
+    names = LifecycleThresholds.__dataclass_fields__
+    return {name: float(getattr(message, name)) for name in names if getattr(message, name) != 0}
+
+
+def segment_to_proto(view: SegmentView) -> profile_pb2.Segment:
+    return profile_pb2.Segment(
+        name=view.name, expression=view.expression, description=view.description,
+        created_at=to_timestamp(view.created_at), builtin=view.builtin,
+    )
+
+
+def history_to_proto(row: ConsentHistoryRow) -> profile_pb2.ConsentHistoryEntry:
+    return profile_pb2.ConsentHistoryEntry(
+        change_id=row.change_id,
+        channel=channel_value(row.channel),
+        purpose=row.purpose,
+        status=consent_status_value(row.status),
+        previous_status=row.previous_status,
+        source=row.source,
+        lawful_basis=row.lawful_basis,
+        policy_version=row.policy_version,
+        actor=row.actor,
+        occurred_at=to_timestamp(aware(row.occurred_at)),
+        recorded_at=to_timestamp(aware(row.recorded_at)),
+        audit_record_id=row.audit_record_id,
     )
 
 
@@ -172,24 +269,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         if request.HasField("identifier") and request.identifier.kind:
             identifier = Identifier(identifier_kind_name(request.identifier.kind), request.identifier.value)
         view = await self.profiles.profile(request.workspace_id, request.customer_id, identifier)
-        return profile_pb2.GetProfileResponse(
-            profile=profile_pb2.Profile(
-                customer_id=view.customer_id,
-                workspace_id=view.workspace_id,
-                identifiers=[
-                    profile_pb2.Identifier(kind=identifier_kind_value(i.kind), value=i.value)
-                    for i in view.identifiers
-                ],
-                traits=to_struct(view.traits),
-                events_count=view.events_count,
-                first_seen=to_timestamp(view.first_seen),
-                last_seen=to_timestamp(view.last_seen),
-                features=features_to_proto(view.features),
-                consents=[consent_to_proto(c) for c in view.consents],
-                time_zone=view.time_zone,
-                locale=view.locale,
-            )
-        )
+        return profile_pb2.GetProfileResponse(profile=profile_to_proto(view))
 
     async def GetFeatures(
         self, request: profile_pb2.GetFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -238,4 +318,74 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             allowed=answer.allowed,
             consent=consent_to_proto(record) if record else None,
             reason=answer.reason,
+        )
+
+    async def GetWorkspaceSettings(
+        self, request: profile_pb2.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.GetWorkspaceSettingsResponse:
+        view = await self.profiles.get_settings(request.workspace_id)
+        return profile_pb2.GetWorkspaceSettingsResponse(settings=settings_to_proto(view))
+
+    async def SetWorkspaceSettings(
+        self, request: profile_pb2.SetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.SetWorkspaceSettingsResponse:
+        view = await self.profiles.set_settings(
+            request.workspace_id, threshold_changes(request.settings.lifecycle), actor=request.actor
+        )
+        return profile_pb2.SetWorkspaceSettingsResponse(settings=settings_to_proto(view))
+
+    async def CreateSegment(
+        self, request: profile_pb2.CreateSegmentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.CreateSegmentResponse:
+        view = await self.profiles.create_segment(
+            request.workspace_id, name=request.segment.name, expression=request.segment.expression,
+            description=request.segment.description, actor=request.actor,
+        )
+        return profile_pb2.CreateSegmentResponse(segment=segment_to_proto(view))
+
+    async def ListSegments(
+        self, request: profile_pb2.ListSegmentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.ListSegmentsResponse:
+        views = await self.profiles.list_segments(request.workspace_id)
+        return profile_pb2.ListSegmentsResponse(
+            segments=[segment_to_proto(v) for v in views], features=sorted(namespace_names())
+        )
+
+    async def DeleteSegment(
+        self, request: profile_pb2.DeleteSegmentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.DeleteSegmentResponse:
+        deleted = await self.profiles.delete_segment(request.workspace_id, request.name)
+        return profile_pb2.DeleteSegmentResponse(deleted=deleted)
+
+    async def CountSegment(
+        self, request: profile_pb2.CountSegmentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.CountSegmentResponse:
+        members, customers, as_of = await self.profiles.count_segment(request.workspace_id, request.name)
+        return profile_pb2.CountSegmentResponse(
+            name=request.name, members=members, customers=customers, as_of=to_timestamp(as_of)
+        )
+
+    async def ExportCustomer(
+        self, request: profile_pb2.ExportCustomerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.ExportCustomerResponse:
+        export = await self.profiles.export_customer(request.workspace_id, request.customer_id)
+        return profile_pb2.ExportCustomerResponse(
+            profile=profile_to_proto(export.profile),
+            events=[event_to_proto(r) for r in export.events],
+            consent_history=[history_to_proto(r) for r in export.consent_history],
+            merged_customer_ids=export.merged_customer_ids,
+            erased_at=to_timestamp(export.profile.erased_at),
+        )
+
+    async def EraseCustomer(
+        self, request: profile_pb2.EraseCustomerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.EraseCustomerResponse:
+        result = await self.profiles.erase_customer(request.workspace_id, request.customer_id, actor=request.actor)
+        return profile_pb2.EraseCustomerResponse(
+            customer_id=result.customer_id,
+            erasure_id=result.erasure_id,
+            erased_at=to_timestamp(result.erased_at),
+            events_scrubbed=result.events_scrubbed,
+            identifiers_removed=result.identifiers_removed,
+            audit_shredded=result.audit_shredded,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -12,15 +13,25 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from retain_kit.errors import InvalidArgument, NotFound, Unavailable
+from retain_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from retain_kit.protoconv import aware, utcnow
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retain_profile.domain import consent as consent_rules
+from retain_profile.domain import segments as segment_rules
 from retain_profile.domain.consent import ConsentAnswer, ConsentRecord
 from retain_profile.domain.events import IncomingEvent, Rejection, ValidEvent, validate
-from retain_profile.domain.features import EventFact, Features, Summary, features_at, summarize
+from retain_profile.domain.features import (
+    DEFAULT_THRESHOLDS,
+    EventFact,
+    Features,
+    LifecycleThresholds,
+    Summary,
+    features_at,
+    lifecycle_stage,
+    summarize,
+)
 from retain_profile.domain.identity import (
     CUSTOMER_PREFIX,
     LOOKUP_ORDER,
@@ -31,7 +42,17 @@ from retain_profile.domain.identity import (
     merge_traits,
     normalise,
 )
-from retain_profile.models import ConsentHistoryRow, CustomerRow, EventRow
+from retain_profile.domain.privacy import scrub_properties
+from retain_profile.domain.segments import ExpressionError, SegmentDefinition
+from retain_profile.models import (
+    ConsentHistoryRow,
+    CustomerRow,
+    ErasureRow,
+    EventRow,
+    MergeRow,
+    SegmentRow,
+    WorkspaceSettingsRow,
+)
 from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent
 from retain_profile.repository import ProfileRepository, consent_record
 
@@ -41,6 +62,9 @@ MAX_BATCH = 1000
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 WRITE_ATTEMPTS = 4
+# Settings and segment definitions are cached per replica this long; changes made through this replica
+# apply at once, changes made through another one within this many seconds.
+CONFIG_TTL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,48 @@ class ProfileView:
     consents: list[ConsentRecord]
     time_zone: str
     locale: str
+    erased_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SettingsView:
+    lifecycle: LifecycleThresholds
+    updated_at: datetime | None = None
+    updated_by: str = ""
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    name: str
+    expression: str
+    description: str
+    builtin: bool
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CustomerExport:
+    profile: ProfileView
+    events: list[EventRow]
+    consent_history: list[ConsentHistoryRow]
+    merged_customer_ids: list[str]
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    customer_id: str
+    erasure_id: str
+    erased_at: datetime
+    events_scrubbed: int
+    identifiers_removed: int
+    audit_shredded: bool
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    thresholds: LifecycleThresholds
+    segments: tuple[SegmentDefinition, ...]
+    loaded_at: float
 
 
 @dataclass(frozen=True)
@@ -92,7 +158,16 @@ class _Batch:
     rebuild: set[str] = field(default_factory=set)
     # loser -> survivor for merges made in this batch.
     merged: dict[str, str] = field(default_factory=dict)
-    stored: list[tuple[int, EventRow]] = field(default_factory=list)
+    # (request index, column values) of events to insert; `id` is filled in once they are.
+    stored: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Identifier rows not yet written (they are written in bulk, and before any merge moves identifiers).
+    new_identifiers: list[dict[str, Any]] = field(default_factory=list)
+    # Identifier -> owner for every identifier whose owner is known (prefetched or linked in this batch).
+    owners: dict[Identifier, str] = field(default_factory=dict)
+    # Identifiers looked up already: absent from `owners` means nobody owned them.
+    looked_up: set[Identifier] = field(default_factory=set)
+    # Customer rows loaded (and locked) or created in this batch.
+    customers: dict[str, CustomerRow] = field(default_factory=dict)
 
     def final(self, customer_id: str) -> str:
         while customer_id in self.merged:
@@ -120,6 +195,7 @@ class Profiles:
         # SQLite has no row locks: serialise writers per workspace in-process; PostgreSQL replicas rely on
         # row locks and unique constraints, retrying the batch when they lose a race.
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._config: dict[str, WorkspaceConfig] = {}
 
     # ingestion
 
@@ -155,6 +231,13 @@ class Profiles:
             repo = ProfileRepository(session)
             valid = [(i, c) for i, c in enumerate(checked) if isinstance(c, ValidEvent)]
             known = await repo.known_message_ids(workspace_id, [c.source.message_id for _, c in valid])
+            # One query for every identifier's owner and one to lock those customers, so the loop below
+            # touches the database only for creations, merges and aliases.
+            wanted = {i for _, c in valid if c.source.message_id not in known for i in c.identifiers}
+            batch.owners = await repo.owners(workspace_id, wanted)
+            batch.looked_up = set(wanted)
+            for row in await repo.lock_customers(workspace_id, batch.owners.values()):
+                batch.customers[row.customer_id] = row
             first_in_batch: dict[str, int] = {}
             merged_by: dict[int, tuple[str, ...]] = {}
             for index, item in enumerate(checked):
@@ -168,10 +251,16 @@ class Profiles:
                 else:
                     first_in_batch[message_id] = index
                     merged_by[index] = await self._store(repo, batch, index, item)
-            await session.flush()
+            await self._write_identifiers(repo, batch)
+            for _, values in batch.stored:
+                # Events stored before their customer was merged away in this batch go to the survivor.
+                values["customer_id"] = batch.final(values["customer_id"])
+            ids = await repo.insert_events([values for _, values in batch.stored])
+            for (_, values), row_id in zip(batch.stored, ids, strict=True):
+                values["id"] = row_id
             await self._refresh_features(repo, batch)
             await session.commit()
-        owner = {row.message_id: batch.final(row.customer_id) for _, row in batch.stored}
+        owner = {values["message_id"]: values["customer_id"] for _, values in batch.stored}
         for index in range(len(checked)):
             message_id = events[index].message_id
             if results[index] is not None:
@@ -190,24 +279,23 @@ class Profiles:
             traits, times = merge_traits(customer.traits, customer.trait_times, item.traits, at=item.timestamp)
             customer.traits, customer.trait_times, customer.updated_at = traits, times, batch.now
         src = item.source
-        row = EventRow(
-            workspace_id=batch.workspace_id,
-            message_id=src.message_id,
-            customer_id=customer.customer_id,
-            type=src.type,
-            event=src.event,
-            user_id=src.user_id,
-            anonymous_id=src.anonymous_id,
-            previous_id=src.previous_id,
-            properties=dict(src.properties),
-            traits=dict(src.traits),
-            context=dict(src.context),
-            timestamp=item.timestamp,
-            received_at=batch.now,
-            published=not self.publisher.enabled,
-        )
-        repo.add_event(row)
-        batch.stored.append((index, row))
+        values = {
+            "workspace_id": batch.workspace_id,
+            "message_id": src.message_id,
+            "customer_id": customer.customer_id,
+            "type": src.type,
+            "event": src.event,
+            "user_id": src.user_id,
+            "anonymous_id": src.anonymous_id,
+            "previous_id": src.previous_id,
+            "properties": dict(src.properties),
+            "traits": dict(src.traits),
+            "context": dict(src.context),
+            "timestamp": item.timestamp,
+            "received_at": batch.now,
+            "published": not self.publisher.enabled,
+        }
+        batch.stored.append((index, values))
         batch.pending[customer.customer_id].append(
             EventFact(type=src.type, event=src.event, timestamp=item.timestamp, properties=src.properties)
         )
@@ -222,11 +310,16 @@ class Profiles:
         if item.source.type == "alias":
             previous = await self._lookup(repo, ws, item.source.previous_id)
             identifiers.append(previous[0] if previous else Identifier("anonymous_id", item.source.previous_id.strip()))
-        owners = await repo.owners(ws, identifiers)
+        unseen = [i for i in identifiers if i not in batch.looked_up]
+        if unseen:
+            batch.owners.update(await repo.owners(ws, unseen))
+            batch.looked_up.update(unseen)
+        owners = {i: batch.owners[i] for i in identifiers if i in batch.owners}
         owner_ids = sorted(set(owners.values()))
         merged: tuple[str, ...] = ()
         if not owner_ids:
             customer = await repo.create_customer(ws, f"{CUSTOMER_PREFIX}{uuid.uuid4().hex}", now=batch.now)
+            batch.customers[customer.customer_id] = customer
         else:
             if len(owner_ids) > 1:
                 survivor_ref = choose_survivor(await repo.customer_refs(ws, owner_ids))
@@ -238,15 +331,28 @@ class Profiles:
                     await self._merge(repo, batch, survivor=survivor_ref.customer_id, loser=loser, reason=reason)
                 merged = losers
                 owner_ids = [survivor_ref.customer_id]
-            found = await repo.customer(ws, owner_ids[0], for_update=True)
+            found = batch.customers.get(owner_ids[0]) or await repo.customer(ws, owner_ids[0], for_update=True)
             if found is None:
                 raise NotFound(f"customer {owner_ids[0]} vanished during ingest", field="customer_id")
-            customer = found
-        await repo.link(ws, customer.customer_id, [i for i in identifiers if i not in owners], now=batch.now)
+            customer = batch.customers[found.customer_id] = found
+        new = [i for i in identifiers if i not in owners]
+        for ident in new:
+            batch.new_identifiers.append(
+                {"workspace_id": ws, "kind": ident.kind, "value": ident.value,
+                 "customer_id": customer.customer_id, "created_at": batch.now}
+            )
+            batch.owners[ident] = customer.customer_id
+            batch.looked_up.add(ident)
         return customer, merged
+
+    async def _write_identifiers(self, repo: ProfileRepository, batch: _Batch) -> None:
+        await repo.insert_identifiers(batch.new_identifiers)
+        batch.new_identifiers = []
 
     async def _merge(self, repo: ProfileRepository, batch: _Batch, *, survivor: str, loser: str, reason: str) -> None:
         ws = batch.workspace_id
+        # The merge re-homes the loser's identifiers in the database, so they must be there first.
+        await self._write_identifiers(repo, batch)
         keep = await repo.customer(ws, survivor, for_update=True)
         gone = await repo.customer(ws, loser, for_update=True)
         if keep is None or gone is None:
@@ -265,38 +371,79 @@ class Profiles:
         await repo.move_customer(ws, loser=loser, survivor=survivor, reason=reason, now=batch.now)
         log.info("merged customer %s into %s (%s)", loser, survivor, reason)
         batch.merged[loser] = survivor
+        batch.customers.pop(loser, None)
+        for ident, owner in batch.owners.items():
+            if owner == loser:
+                batch.owners[ident] = survivor
         batch.pending.pop(loser, None)
         batch.rebuild.discard(loser)
         batch.rebuild.add(survivor)
 
     async def _refresh_features(self, repo: ProfileRepository, batch: _Batch) -> None:
         ws = batch.workspace_id
-        for customer_id in sorted(set(batch.pending) | batch.rebuild):
-            existing = await repo.features_row(ws, customer_id, for_update=True)
+        config = await self._workspace_config(repo, ws)
+        touched = sorted(set(batch.pending) | batch.rebuild)
+        stored = await repo.lock_summaries(ws, touched)
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for customer_id in touched:
+            existing = stored.get(customer_id)
             if customer_id in batch.rebuild:
                 summary = summarize(await repo.facts(ws, customer_id))
             else:
-                summary = Summary.from_json(existing.summary) if existing else Summary()
+                summary = Summary.from_json(existing) if existing is not None else Summary()
                 for fact in batch.pending[customer_id]:
                     summary.add(fact)
-            features = self._features_now(summary)
-            await repo.save_features(
-                ws, customer_id, summary=summary.to_json(), features=features_json(features),
-                stage=features.lifecycle_stage, now=batch.now, existing=existing,
-            )
+            # Only the stage is needed at write time (for the stage index); reads evaluate the full features
+            # from the summary, so the per-event cost stays a fold plus one stage evaluation.
+            stage = self._stage_now(summary, config)
+            values = {
+                "customer_id": customer_id, "summary": summary.to_json(),
+                "features": {"lifecycle_stage": stage, "as_of": batch.now.isoformat()},
+                "lifecycle_stage": stage, "updated_at": batch.now,
+            }
+            if existing is None:
+                inserts.append({**values, "workspace_id": ws})
+            else:
+                updates.append(values)
+        await repo.write_features(inserts=inserts, updates=updates)
 
-    def _features_now(self, summary: Summary) -> Features:
+    def _features_now(self, summary: Summary, config: WorkspaceConfig) -> Features:
         now = utcnow()
         # Events may carry a timestamp slightly ahead of our clock; never evaluate before the newest one.
-        return features_at(summary, max(now, summary.last_seen) if summary.last_seen else now)
+        as_of = max(now, summary.last_seen) if summary.last_seen else now
+        return features_at(summary, as_of, thresholds=config.thresholds, segments=config.segments)
+
+    def _stage_now(self, summary: Summary, config: WorkspaceConfig) -> str:
+        now = utcnow()
+        as_of = max(now, summary.last_seen) if summary.last_seen else now
+        tenure = (as_of - summary.first_seen) / timedelta(days=1) if summary.first_seen else 0.0
+        return lifecycle_stage(summary, as_of=as_of, tenure_days=tenure, thresholds=config.thresholds)
+
+    async def _workspace_config(self, repo: ProfileRepository, workspace_id: str) -> WorkspaceConfig:
+        cached = self._config.get(workspace_id)
+        if cached is not None and time.monotonic() - cached.loaded_at < CONFIG_TTL_SECONDS:
+            return cached
+        row = await repo.settings(workspace_id)
+        thresholds = LifecycleThresholds.from_json(row.lifecycle) if row else DEFAULT_THRESHOLDS
+        definitions = []
+        for seg in await repo.segments(workspace_id):
+            try:
+                definitions.append(segment_rules.define(seg.name, seg.expression, description=seg.description))
+            except ExpressionError:
+                # Stored before a feature it used was renamed: it matches nobody until redefined.
+                log.warning("segment %s of %s no longer parses", seg.name, workspace_id)
+        config = WorkspaceConfig(thresholds, tuple(definitions), time.monotonic())
+        self._config[workspace_id] = config
+        return config
 
     async def _publish(self, workspace_id: str, batch: _Batch) -> None:
         if not self.publisher.enabled or not batch.stored:
             return
-        rows = [row for _, row in batch.stored]
-        if await self.publisher.publish([stream_event(workspace_id, row) for row in rows]):
+        rows = [values for _, values in batch.stored]
+        if await self.publisher.publish([stream_event_from(workspace_id, values) for values in rows]):
             async with self.sessions() as session:
-                await ProfileRepository(session).mark_published([row.id for row in rows])
+                await ProfileRepository(session).mark_published([values["id"] for values in rows])
                 await session.commit()
 
     async def republish_pending(self, *, min_age: timedelta = timedelta(seconds=5), limit: int = 500) -> int:
@@ -409,10 +556,13 @@ class Profiles:
         async with self.sessions() as session:
             repo = ProfileRepository(session)
             customer = await self._customer(repo, workspace_id, reference, identifier)
-            cid = customer.customer_id
-            features, summary = await self._stored_features(repo, workspace_id, cid)
-            identifiers = await repo.identifiers_of(workspace_id, cid)
-            consents = [consent_record(r) for r in await repo.consents(workspace_id, cid)]
+            return await self._view(repo, workspace_id, customer)
+
+    async def _view(self, repo: ProfileRepository, workspace_id: str, customer: CustomerRow) -> ProfileView:
+        cid = customer.customer_id
+        features, summary = await self._stored_features(repo, workspace_id, cid)
+        identifiers = await repo.identifiers_of(workspace_id, cid)
+        consents = [consent_record(r) for r in await repo.consents(workspace_id, cid)]
         traits = dict(customer.traits or {})
         return ProfileView(
             customer_id=cid,
@@ -426,6 +576,7 @@ class Profiles:
             consents=consents,
             time_zone=str(traits.get("time_zone") or self.default_time_zone),
             locale=str(traits.get("locale") or self.default_locale),
+            erased_at=aware(customer.erased_at) if customer.erased_at else None,
         )
 
     async def features(self, workspace_id: str, reference: str) -> tuple[str, Features]:
@@ -440,8 +591,9 @@ class Profiles:
     ) -> tuple[Features, Summary]:
         row = await repo.features_row(workspace_id, customer_id)
         summary = Summary.from_json(row.summary) if row else Summary()
-        # Time-relative features (recency, windows, stage) are evaluated now, not when the last event came.
-        return self._features_now(summary), summary
+        config = await self._workspace_config(repo, workspace_id)
+        # Time-relative features (recency, windows, stage, segments) are evaluated now, on every read.
+        return self._features_now(summary, config), summary
 
     async def list_events(
         self, workspace_id: str, reference: str, *, page_size: int, page_token: str
@@ -548,6 +700,148 @@ class Profiles:
             cid = (await self._customer(repo, workspace_id, reference)).customer_id
             return await repo.consent_history(workspace_id, cid)
 
+    # workspace settings
+
+    async def get_settings(self, workspace_id: str) -> SettingsView:
+        _require_workspace(workspace_id)
+        async with self.sessions() as session:
+            return _settings_view(await ProfileRepository(session).settings(workspace_id))
+
+    async def set_settings(
+        self, workspace_id: str, changes: dict[str, float], *, actor: str
+    ) -> SettingsView:
+        """`changes` holds the thresholds to change; others keep their current value."""
+        _require_workspace(workspace_id)
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            current = _settings_view(await repo.settings(workspace_id)).lifecycle
+            wanted = replace_thresholds(current, changes)
+            for name, problem in wanted.problems():
+                raise InvalidArgument(problem, field=f"lifecycle.{name}")
+            row = await repo.put_settings(workspace_id, lifecycle=wanted.to_json(), actor=actor, now=utcnow())
+            await session.commit()
+            view = _settings_view(row)
+        self._config.pop(workspace_id, None)
+        return view
+
+    # segments
+
+    async def create_segment(
+        self, workspace_id: str, *, name: str, expression: str, description: str, actor: str
+    ) -> SegmentView:
+        _require_workspace(workspace_id)
+        name = name.strip()
+        if name in segment_rules.BUILTIN_NAMES:
+            raise AlreadyExists(f"{name} is a built-in segment", field="name")
+        try:
+            definition = segment_rules.define(name, expression, description=description)
+        except ExpressionError as exc:
+            field_name = "name" if str(exc).startswith("name") else "expression"
+            raise InvalidArgument(str(exc), field=field_name) from None
+        now = utcnow()
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            if await repo.segment(workspace_id, name) is not None:
+                raise AlreadyExists(f"segment {name} exists; delete it first", field="name")
+            repo.add_segment(
+                SegmentRow(
+                    workspace_id=workspace_id, name=name, expression=definition.expression.strip(),
+                    description=description.strip(), created_at=now, created_by=actor,
+                )
+            )
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise AlreadyExists(f"segment {name} exists; delete it first", field="name") from None
+        self._config.pop(workspace_id, None)
+        return SegmentView(name, definition.expression.strip(), description.strip(), False, now)
+
+    async def list_segments(self, workspace_id: str) -> list[SegmentView]:
+        _require_workspace(workspace_id)
+        async with self.sessions() as session:
+            rows = await ProfileRepository(session).segments(workspace_id)
+        builtin = [SegmentView(r.name, "", r.description, True) for r in segment_rules.RULES]
+        return builtin + [
+            SegmentView(r.name, r.expression, r.description, False, aware(r.created_at)) for r in rows
+        ]
+
+    async def delete_segment(self, workspace_id: str, name: str) -> bool:
+        _require_workspace(workspace_id)
+        if name in segment_rules.BUILTIN_NAMES:
+            raise FailedPrecondition(f"{name} is a built-in segment and cannot be deleted", field="name")
+        async with self.sessions() as session:
+            deleted = await ProfileRepository(session).delete_segment(workspace_id, name)
+            await session.commit()
+        self._config.pop(workspace_id, None)
+        if not deleted:
+            raise NotFound(f"no segment named {name}", field="name")
+        return True
+
+    async def count_segment(self, workspace_id: str, name: str) -> tuple[int, int, datetime]:
+        """(members, customers evaluated, as of): every live customer's features evaluated now."""
+        _require_workspace(workspace_id)
+        if not name:
+            raise InvalidArgument("name is required", field="name")
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            self._config.pop(workspace_id, None)
+            config = await self._workspace_config(repo, workspace_id)
+            custom = tuple(d for d in config.segments if d.name == name)
+            if not custom and name not in segment_rules.BUILTIN_NAMES:
+                raise NotFound(f"no segment named {name}", field="name")
+            only = WorkspaceConfig(config.thresholds, custom, config.loaded_at)
+            members = customers = 0
+            async for _, summary in repo.summaries(workspace_id):
+                customers += 1
+                members += name in self._features_now(Summary.from_json(summary), only).segments
+        return members, customers, utcnow()
+
+    # privacy (PDPA)
+
+    async def export_customer(self, workspace_id: str, reference: str) -> CustomerExport:
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            customer = await self._customer(repo, workspace_id, reference)
+            cid = customer.customer_id
+            view = await self._view(repo, workspace_id, customer)
+            events = await repo.all_events(workspace_id, cid)
+            history = await repo.consent_history(workspace_id, cid)
+            merges: list[MergeRow] = await repo.merges_into(workspace_id, cid)
+        return CustomerExport(view, events, history, [m.merged_id for m in merges])
+
+    async def erase_customer(self, workspace_id: str, reference: str, *, actor: str) -> ErasureResult:
+        """Removes identifiers, traits and personal event fields; the summary behind the features stays
+        (it holds amounts, times and categories only). Audit shreds its key first: fail-closed."""
+        now = utcnow()
+        async with self._locks[workspace_id]:
+            async with self.sessions() as session:
+                repo = ProfileRepository(session)
+                customer = await self._customer(repo, workspace_id, reference)
+                cid = customer.customer_id
+                locked = await repo.customer(workspace_id, cid, for_update=True)
+                assert locked is not None
+                shredded = await self.audit.erase_customer(
+                    workspace_id, cid, actor=actor, reason="PDPA erasure request"
+                )
+                identifiers = await repo.remove_identifiers(workspace_id, cid)
+                await repo.erase_merged_traits(workspace_id, cid)
+                locked.traits, locked.trait_times = {}, {}
+                locked.erased_at, locked.updated_at = now, now
+                events = await repo.all_events(workspace_id, cid)
+                for row in events:
+                    row.user_id = row.anonymous_id = row.previous_id = ""
+                    row.traits, row.context = {}, {}
+                    row.properties = scrub_properties(row.properties or {})
+                erasure = ErasureRow(
+                    erasure_id=f"era_{uuid.uuid4().hex}", workspace_id=workspace_id, customer_id=cid,
+                    requested_by=actor, counts={"events": len(events), "identifiers": identifiers},
+                    audit_shredded=shredded, erased_at=now,
+                )
+                repo.add_erasure(erasure)
+                await session.commit()
+        log.info("erased personal data of %s in %s (%d events)", cid, workspace_id, len(events))
+        return ErasureResult(cid, erasure.erasure_id, now, len(events), identifiers, shredded)
+
 
 def stream_event(workspace_id: str, row: EventRow) -> StreamEvent:
     return StreamEvent(
@@ -561,13 +855,29 @@ def stream_event(workspace_id: str, row: EventRow) -> StreamEvent:
     )
 
 
-def features_json(features: Features) -> dict[str, Any]:
-    data = asdict(features)
-    for key, value in data.items():
-        if isinstance(value, datetime):
-            data[key] = value.isoformat()
-    data["segments"] = list(features.segments)
-    return data
+def stream_event_from(workspace_id: str, values: dict[str, Any]) -> StreamEvent:
+    return StreamEvent(
+        workspace_id=workspace_id,
+        message_id=values["message_id"],
+        customer_id=values["customer_id"],
+        event=values["event"],
+        type=values["type"],
+        timestamp=aware(values["timestamp"]),
+        properties=values["properties"],
+    )
+
+
+def replace_thresholds(current: LifecycleThresholds, changes: dict[str, float]) -> LifecycleThresholds:
+    unknown = set(changes) - set(current.to_json())
+    if unknown:
+        raise InvalidArgument(f"unknown setting {sorted(unknown)[0]}", field=f"lifecycle.{sorted(unknown)[0]}")
+    return LifecycleThresholds(**{**current.to_json(), **changes})
+
+
+def _settings_view(row: WorkspaceSettingsRow | None) -> SettingsView:
+    if row is None:
+        return SettingsView(DEFAULT_THRESHOLDS)
+    return SettingsView(LifecycleThresholds.from_json(row.lifecycle), aware(row.updated_at), row.updated_by)
 
 
 def _require_workspace(workspace_id: str) -> None:

@@ -1,3 +1,4 @@
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,9 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
 from retain.common.v1 import common_pb2
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
-from retain_audit.app import SERVICE_NAME as AUDIT_SERVICE
-from retain_audit.server import AuditServicer
-from retain_audit.service import AuditLog
+from retain_audit import app as audit_app
+from retain_audit.config import Settings as AuditSettings
+from retain_kit import migrations
 from retain_kit.db import session_factory
 from retain_kit.grpcserver import Registration, channel
 from retain_kit.protoconv import to_struct, to_timestamp
@@ -57,13 +58,21 @@ async def start_profile(
     return profile_pb2_grpc.ProfileServiceStub(client_channel), profiles, client_channel
 
 
-@pytest.fixture
-async def stack(db_target: DbTarget, grpc_serve: Any, redis_url: str) -> AsyncIterator[Stack]:
-    audit_engine = await db_target.migrate(AUDIT_DIR)
-    audit_target = await grpc_serve(
-        [Registration(AuditServicer(AuditLog(session_factory(audit_engine))),
-                      audit_pb2_grpc.add_AuditServiceServicer_to_server, AUDIT_SERVICE)]
+async def start_audit(db_target: DbTarget, grpc_serve: Any, tmp_path: Path) -> tuple[str, Any]:
+    """The real audit service through its own build(), on a fresh database."""
+    url, schema = db_target.fresh("audit")
+    await asyncio.to_thread(migrations.upgrade, AUDIT_DIR, url, schema=schema)
+    settings = AuditSettings(
+        database_url=url, database_schema=schema or "", signing_key_path=str(tmp_path / "audit-signing.key"),
+        master_key_path=str(tmp_path / "audit-master.key"), checkpoint_interval_seconds=0,
     )
+    registrations, stop = await audit_app.build(settings)
+    return await grpc_serve(registrations), stop
+
+
+@pytest.fixture
+async def stack(db_target: DbTarget, grpc_serve: Any, redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    audit_target, stop_audit = await start_audit(db_target, grpc_serve, tmp_path)
     stub, profiles, client_channel = await start_profile(
         db_target, grpc_serve, audit_addr=audit_target, redis_url=redis_url
     )
@@ -75,6 +84,7 @@ async def stack(db_target: DbTarget, grpc_serve: Any, redis_url: str) -> AsyncIt
     await redis.aclose()
     await audit_channel.close()
     await client_channel.close()
+    await stop_audit()
 
 
 def ts(days_ago: float) -> Timestamp:

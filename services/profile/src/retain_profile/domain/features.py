@@ -9,12 +9,12 @@ give exactly the features they would have given in order.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from retain_profile.domain.segments import evaluate_segments
+from retain_profile.domain.segments import SegmentDefinition, evaluate_custom, evaluate_segments
 
 ORDER_EVENT = "Order Completed"
 PRODUCT_VIEWED = "Product Viewed"
@@ -22,20 +22,79 @@ FEEDBACK_EVENT = "Feedback Submitted"
 TICKET_OPENED = "Ticket Opened"
 TICKET_RESOLVED = "Ticket Resolved"
 SUBSCRIPTION_CANCELLED = "Subscription Cancelled"
+NPS_EVENT = "NPS Survey Responded"
+# NPS 0-10: detractors (<= 6) count as negative feedback, promoters (>= 9) as positive.
+NPS_DETRACTOR_MAX = 6.0
+NPS_PROMOTER_MIN = 9.0
+# Message events emitted for channel deliveries; `properties.channel` names the channel.
+MESSAGE_EVENTS = {"Message Delivered": "delivered", "Message Opened": "opened", "Message Clicked": "clicked"}
+# Events kept as a count plus the time of the latest one.
+COUNTED_EVENTS = {
+    "Product Added": "product_added",
+    "Checkout Started": "checkout_started",
+    "Subscription Started": "subscription_started",
+    SUBSCRIPTION_CANCELLED: "subscription_cancelled",
+    NPS_EVENT: "nps",
+    "Offer Accepted": "offer_accepted",
+    "Offer Declined": "offer_declined",
+}
 # Identify and alias calls are bookkeeping, not customer activity.
 ACTIVITY_TYPES = frozenset({"track", "page", "screen"})
 
-NEW_DAYS = 30
-AT_RISK_DAYS = 60
-LAPSED_DAYS = 120
-CHURNED_DAYS = 365
-# A repeat buyer is at risk after twice their usual gap, but never sooner than this (same-day reorders
-# would otherwise make someone at risk the next morning).
-MIN_GAP_DAYS = 7.0
 ACTIVITY_WINDOW_DAYS = 28
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class LifecycleThresholds:
+    """Per-workspace lifecycle rules (days). A repeat buyer is at risk after `gap_multiplier` times their
+    usual gap, but never sooner than `min_gap_days` (same-day reorders would otherwise make someone at
+    risk the next morning)."""
+
+    new_days: float = 30.0
+    at_risk_days: float = 60.0
+    lapsed_days: float = 120.0
+    churned_days: float = 365.0
+    min_gap_days: float = 7.0
+    gap_multiplier: float = 2.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, message) for every inconsistent value; empty when the thresholds are usable."""
+        found = [(name, f"{name} must be positive") for name, value in asdict(self).items() if value <= 0]
+        if found:
+            return found
+        if not self.at_risk_days < self.lapsed_days < self.churned_days:
+            found.append(("at_risk_days", "at_risk_days < lapsed_days < churned_days must hold"))
+        return found
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LifecycleThresholds:
+        known = {k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+DEFAULT_THRESHOLDS = LifecycleThresholds()
+
+
+@dataclass(frozen=True)
+class ChannelEngagement:
+    delivered: int = 0
+    opened: int = 0
+    clicked: int = 0
+    last_delivered_at: datetime | None = None
+    last_opened_at: datetime | None = None
+    last_clicked_at: datetime | None = None
+
+    @property
+    def last_engaged_at(self) -> datetime | None:
+        """The latest open or click (a delivery alone is not engagement)."""
+        stamps = [t for t in (self.last_opened_at, self.last_clicked_at) if t is not None]
+        return max(stamps) if stamps else None
 
 
 @dataclass(frozen=True)
@@ -59,6 +118,11 @@ class Features:
     spend_30d: float = 0.0
     orders_90d: int = 0
     spend_90d: float = 0.0
+    orders_365d: int = 0
+    spend_365d: float = 0.0
+    discount_total: float = 0.0
+    # Discount given as a share of the list value of orders: discount / (revenue + discount).
+    discount_share: float = 0.0
     activity_level: float = 0.0
     activity_change: float = 0.0
     category_affinity: dict[str, float] = field(default_factory=dict)
@@ -74,6 +138,24 @@ class Features:
     recency_weeks: float = 0.0
     age_weeks: float = 0.0
     as_of: datetime | None = None
+    channel_engagement: dict[str, ChannelEngagement] = field(default_factory=dict)
+    products_added: int = 0
+    last_product_added_at: datetime | None = None
+    checkouts_started: int = 0
+    last_checkout_started_at: datetime | None = None
+    subscriptions_started: int = 0
+    subscriptions_cancelled: int = 0
+    subscription_active: bool = False
+    nps_responses: int = 0
+    nps_negative: int = 0
+    last_nps_score: float = -1.0
+    offers_accepted: int = 0
+    offers_declined: int = 0
+
+
+def order_discount(properties: Mapping[str, Any]) -> float:
+    value = _number(properties.get("discount"))
+    return abs(value) if value is not None else 0.0
 
 
 def order_revenue(properties: Mapping[str, Any]) -> float:
@@ -105,6 +187,15 @@ def feedback_sign(properties: Mapping[str, Any]) -> int:
     return 0
 
 
+def nps_sign(properties: Mapping[str, Any]) -> int:
+    score = _number(properties.get("score"))
+    if score is None:
+        return 0
+    if score <= NPS_DETRACTOR_MAX:
+        return -1
+    return 1 if score >= NPS_PROMOTER_MIN else 0
+
+
 @dataclass
 class Summary:
     """Order-independent aggregate of a customer's events; `add` commutes, so replay order is irrelevant."""
@@ -113,13 +204,21 @@ class Summary:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     activity: dict[str, int] = field(default_factory=dict)
-    orders: list[tuple[datetime, float]] = field(default_factory=list)
+    # (time, revenue, discount), sorted by time.
+    orders: list[tuple[datetime, float, float]] = field(default_factory=list)
     categories: dict[str, float] = field(default_factory=dict)
     # Only the tail that can still matter: the newest positive feedback and everything after it.
     feedback: list[tuple[datetime, int]] = field(default_factory=list)
     tickets_opened: int = 0
     tickets_resolved: int = 0
     cancellations: list[datetime] = field(default_factory=list)
+    # COUNTED_EVENTS key -> [count, latest time].
+    counters: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    # channel -> message status -> [count, latest time].
+    channels: dict[str, dict[str, tuple[int, datetime]]] = field(default_factory=dict)
+    negative_nps: int = 0
+    # The latest NPS answer (time, score); the max by time, so folding order does not matter.
+    last_nps: tuple[datetime, float] | None = None
 
     def add(self, fact: EventFact) -> None:
         ts = _utc(fact.timestamp)
@@ -134,8 +233,24 @@ class Summary:
         props = fact.properties
         for category in event_categories(fact.event, props):
             self.categories[category] = self.categories.get(category, 0.0) + 1.0
+        counted = COUNTED_EVENTS.get(fact.event)
+        if counted is not None:
+            self.counters[counted] = _bump(self.counters.get(counted), ts)
         if fact.event == ORDER_EVENT:
-            bisect.insort(self.orders, (ts, order_revenue(props)))
+            bisect.insort(self.orders, (ts, order_revenue(props), order_discount(props)))
+        elif fact.event in MESSAGE_EVENTS:
+            channel = str(props.get("channel") or "").strip().lower()
+            if channel:
+                statuses = self.channels.setdefault(channel, {})
+                status = MESSAGE_EVENTS[fact.event]
+                statuses[status] = _bump(statuses.get(status), ts)
+        elif fact.event == NPS_EVENT:
+            sign = nps_sign(props)
+            self.negative_nps += sign < 0
+            score = _number(props.get("score"))
+            if score is not None and (self.last_nps is None or (ts, score) > self.last_nps):
+                self.last_nps = (ts, score)
+            self._add_feedback(ts, sign)
         elif fact.event == FEEDBACK_EVENT:
             self._add_feedback(ts, feedback_sign(props))
         elif fact.event == TICKET_OPENED:
@@ -161,12 +276,16 @@ class Summary:
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
             "activity": self.activity,
-            "orders": [[_iso(t), r] for t, r in self.orders],
+            "orders": [[_iso(t), r, d] for t, r, d in self.orders],
             "categories": self.categories,
             "feedback": [[_iso(t), s] for t, s in self.feedback],
             "tickets_opened": self.tickets_opened,
             "tickets_resolved": self.tickets_resolved,
             "cancellations": [_iso(t) for t in self.cancellations],
+            "counters": {k: [n, _iso(t)] for k, (n, t) in self.counters.items()},
+            "channels": {c: {k: [n, _iso(t)] for k, (n, t) in s.items()} for c, s in self.channels.items()},
+            "negative_nps": self.negative_nps,
+            "last_nps": [_iso(self.last_nps[0]), self.last_nps[1]] if self.last_nps else None,
         }
 
     @classmethod
@@ -176,12 +295,20 @@ class Summary:
             first_seen=_parse(data.get("first_seen")),
             last_seen=_parse(data.get("last_seen")),
             activity={str(k): int(v) for k, v in dict(data.get("activity", {})).items()},
-            orders=[(_req(t), float(r)) for t, r in data.get("orders", [])],
+            # Summaries written before discounts were tracked hold [time, revenue].
+            orders=[(_req(o[0]), float(o[1]), float(o[2]) if len(o) > 2 else 0.0) for o in data.get("orders", [])],
             categories={str(k): float(v) for k, v in dict(data.get("categories", {})).items()},
             feedback=[(_req(t), int(s)) for t, s in data.get("feedback", [])],
             tickets_opened=int(data.get("tickets_opened", 0)),
             tickets_resolved=int(data.get("tickets_resolved", 0)),
             cancellations=[_req(t) for t in data.get("cancellations", [])],
+            counters={str(k): (int(n), _req(t)) for k, (n, t) in dict(data.get("counters", {})).items()},
+            channels={
+                str(c): {str(k): (int(n), _req(t)) for k, (n, t) in dict(statuses).items()}
+                for c, statuses in dict(data.get("channels", {})).items()
+            },
+            negative_nps=int(data.get("negative_nps", 0)),
+            last_nps=(_req(nps[0]), float(nps[1])) if (nps := data.get("last_nps")) else None,
         )
 
 
@@ -192,17 +319,32 @@ def summarize(events: Iterable[EventFact]) -> Summary:
     return summary
 
 
-def compute_features(events: Iterable[EventFact], as_of: datetime) -> Features:
+def compute_features(
+    events: Iterable[EventFact],
+    as_of: datetime,
+    *,
+    thresholds: LifecycleThresholds = DEFAULT_THRESHOLDS,
+    segments: Sequence[SegmentDefinition] = (),
+) -> Features:
     """Features as they stood at `as_of`: events after it are ignored (point-in-time correct)."""
     as_of = _utc(as_of)
-    return features_at(summarize(e for e in events if _utc(e.timestamp) <= as_of), as_of)
+    summary = summarize(e for e in events if _utc(e.timestamp) <= as_of)
+    return features_at(summary, as_of, thresholds=thresholds, segments=segments)
 
 
-def features_at(summary: Summary, as_of: datetime) -> Features:
+def features_at(
+    summary: Summary,
+    as_of: datetime,
+    *,
+    thresholds: LifecycleThresholds = DEFAULT_THRESHOLDS,
+    segments: Sequence[SegmentDefinition] = (),
+) -> Features:
+    """The one feature definition: the live path (stored summary) and training (compute_features) use it."""
     as_of = _utc(as_of)
     orders = summary.orders
     frequency = len(orders)
-    monetary = sum(r for _, r in orders)
+    monetary = sum(o[1] for o in orders)
+    discount = sum(o[2] for o in orders)
     first_order = orders[0][0] if orders else None
     last_order = orders[-1][0] if orders else None
     reference = last_order or summary.last_seen
@@ -210,6 +352,7 @@ def features_at(summary: Summary, as_of: datetime) -> Features:
     tenure = _days(as_of - summary.first_seen) if summary.first_seen else 0.0
     recent = _window(orders, as_of, 30)
     quarter = _window(orders, as_of, 90)
+    year = _window(orders, as_of, 365)
     current, previous = _activity(summary.activity, as_of.date())
     if previous:
         change = current / previous - 1.0
@@ -223,8 +366,11 @@ def features_at(summary: Summary, as_of: datetime) -> Features:
         if sign > 0:
             break
         streak += 1
-    order_days = len({t.date() for t, _ in orders})
-    stage = lifecycle_stage(summary, as_of=as_of, tenure_days=tenure)
+    order_days = len({o[0].date() for o in orders})
+    stage = lifecycle_stage(summary, as_of=as_of, tenure_days=tenure, thresholds=thresholds)
+    counters = summary.counters
+    started = counters.get("subscription_started")
+    cancelled = counters.get("subscription_cancelled")
     features = Features(
         recency_days=recency,
         frequency=frequency,
@@ -235,6 +381,10 @@ def features_at(summary: Summary, as_of: datetime) -> Features:
         spend_30d=recent[1],
         orders_90d=quarter[0],
         spend_90d=quarter[1],
+        orders_365d=year[0],
+        spend_365d=year[1],
+        discount_total=discount,
+        discount_share=discount / (monetary + discount) if monetary + discount > 0 else 0.0,
         activity_level=current / (ACTIVITY_WINDOW_DAYS / 7),
         activity_change=change,
         category_affinity=affinity,
@@ -249,61 +399,105 @@ def features_at(summary: Summary, as_of: datetime) -> Features:
         recency_weeks=(last_order - first_order) / WEEK if first_order and last_order else 0.0,
         age_weeks=(as_of - first_order) / WEEK if first_order else 0.0,
         as_of=as_of,
+        channel_engagement={c: _engagement(s) for c, s in sorted(summary.channels.items())},
+        products_added=_count(counters, "product_added"),
+        last_product_added_at=_latest(counters, "product_added"),
+        checkouts_started=_count(counters, "checkout_started"),
+        last_checkout_started_at=_latest(counters, "checkout_started"),
+        subscriptions_started=_count(counters, "subscription_started"),
+        subscriptions_cancelled=_count(counters, "subscription_cancelled"),
+        subscription_active=started is not None and (cancelled is None or cancelled[1] < started[1]),
+        nps_responses=_count(counters, "nps"),
+        nps_negative=summary.negative_nps,
+        last_nps_score=summary.last_nps[1] if summary.last_nps else -1.0,
+        offers_accepted=_count(counters, "offer_accepted"),
+        offers_declined=_count(counters, "offer_declined"),
     )
-    return _with_segments(features)
+    names = tuple(evaluate_segments(features)) + tuple(evaluate_custom(features, segments))
+    return replace(features, segments=names)
 
 
-def lifecycle_stage(summary: Summary, *, as_of: datetime, tenure_days: float) -> str:
+def lifecycle_stage(
+    summary: Summary,
+    *,
+    as_of: datetime,
+    tenure_days: float,
+    thresholds: LifecycleThresholds = DEFAULT_THRESHOLDS,
+) -> str:
+    th = thresholds
     orders = summary.orders
     last_cancel = summary.cancellations[-1] if summary.cancellations else None
     if not orders:
         if last_cancel is not None:
             return "churned"
-        if tenure_days < NEW_DAYS:
+        if tenure_days < th.new_days:
             return "new"
         idle = _days(as_of - summary.last_seen) if summary.last_seen else tenure_days
-        return _by_idle_days(idle) or "active"
+        return _by_idle_days(idle, th) or "active"
     last_order = orders[-1][0]
     if last_cancel is not None and last_cancel >= last_order:
         return "churned"
     recency = _days(as_of - last_order)
-    if recency > LAPSED_DAYS:
-        return _by_idle_days(recency) or "lapsed"
-    if _days(as_of - orders[0][0]) < NEW_DAYS:
+    if recency > th.lapsed_days:
+        return _by_idle_days(recency, th) or "lapsed"
+    if _days(as_of - orders[0][0]) < th.new_days:
         return "new"
     if len(orders) >= 2:
         gap = _days(last_order - orders[0][0]) / (len(orders) - 1)
-        if recency > max(2 * gap, MIN_GAP_DAYS):
+        if recency > max(th.gap_multiplier * gap, th.min_gap_days):
             return "at_risk"
-    if recency > AT_RISK_DAYS:
+    if recency > th.at_risk_days:
         return "at_risk"
     if len(orders) >= 2:
         previous = orders[-2][0]
-        came_back = _days(last_order - previous) > LAPSED_DAYS
+        came_back = _days(last_order - previous) > th.lapsed_days
         cancelled_between = any(previous < c < last_order for c in summary.cancellations)
         if came_back or cancelled_between:
             return "reactivated"
     return "active"
 
 
-def _by_idle_days(days: float) -> str | None:
-    if days > CHURNED_DAYS:
+def _by_idle_days(days: float, th: LifecycleThresholds) -> str | None:
+    if days > th.churned_days:
         return "churned"
-    if days > LAPSED_DAYS:
+    if days > th.lapsed_days:
         return "lapsed"
-    if days > AT_RISK_DAYS:
+    if days > th.at_risk_days:
         return "at_risk"
     return None
 
 
-def _with_segments(features: Features) -> Features:
-    return replace(features, segments=tuple(evaluate_segments(features)))
-
-
-def _window(orders: list[tuple[datetime, float]], as_of: datetime, days: int) -> tuple[int, float]:
+def _window(orders: list[tuple[datetime, float, float]], as_of: datetime, days: int) -> tuple[int, float]:
     start = as_of - timedelta(days=days)
-    inside = [r for t, r in orders if start < t <= as_of]
-    return len(inside), sum(inside)
+    # Orders are sorted by time, so the window is a slice.
+    lo = bisect.bisect_right(orders, start, key=lambda o: o[0])
+    hi = bisect.bisect_right(orders, as_of, key=lambda o: o[0])
+    return hi - lo, sum(o[1] for o in orders[lo:hi])
+
+
+def _bump(current: tuple[int, datetime] | None, ts: datetime) -> tuple[int, datetime]:
+    return (1, ts) if current is None else (current[0] + 1, max(current[1], ts))
+
+
+def _count(counters: Mapping[str, tuple[int, datetime]], key: str) -> int:
+    entry = counters.get(key)
+    return entry[0] if entry else 0
+
+
+def _latest(counters: Mapping[str, tuple[int, datetime]], key: str) -> datetime | None:
+    entry = counters.get(key)
+    return entry[1] if entry else None
+
+
+def _engagement(statuses: Mapping[str, tuple[int, datetime]]) -> ChannelEngagement:
+    return ChannelEngagement(
+        delivered=_count(statuses, "delivered"),
+        opened=_count(statuses, "opened"),
+        clicked=_count(statuses, "clicked"),
+        last_delivered_at=_latest(statuses, "delivered"),
+        last_opened_at=_latest(statuses, "opened"),
+        last_clicked_at=_latest(statuses, "clicked"),
+    )
 
 
 def _activity(activity: Mapping[str, int], today: date) -> tuple[int, int]:
