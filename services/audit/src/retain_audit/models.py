@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from retain_kit.db import make_metadata
-from sqlalchemy import BigInteger, DateTime, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 metadata = make_metadata()
@@ -52,3 +52,28 @@ class ChainHeadRow(Base):
     workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class CheckpointRow(Base):
+    """A signed statement that the workspace's chain had `head_hash` at `seq`; append-only like the log."""
+
+    __tablename__ = "audit_checkpoints"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    signature: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(32))
+
+
+class DataKeyRow(Base):
+    """A customer's data key, wrapped by the master key. Deleting the row is the erasure."""
+
+    __tablename__ = "audit_data_keys"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

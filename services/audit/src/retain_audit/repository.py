@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from retain_kit.protoconv import aware, utcnow
-from sqlalchemy import select
+from retain_kit.protoconv import aware
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_audit.domain.chain import GENESIS, Entry, link_hash
-from retain_audit.models import AuditRecordRow, ChainHeadRow
+from retain_audit.domain.checkpoint import Checkpoint
+from retain_audit.models import AuditRecordRow, ChainHeadRow, CheckpointRow, DataKeyRow
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,11 @@ class RecordFilter:
     until: datetime | None = None
 
 
-def to_entry(row: AuditRecordRow) -> Entry:
+_CHAIN_COLUMNS = [c for c in AuditRecordRow.__table__.columns if c.name not in {"record_id", "idempotency_key"}]
+
+
+def to_entry(row: Any) -> Entry:
+    """Works on ORM rows and on the plain result rows `chain()` yields."""
     return Entry(
         workspace_id=row.workspace_id,
         seq=row.seq,
@@ -66,15 +72,76 @@ def to_entry(row: AuditRecordRow) -> Entry:
     )
 
 
+def to_checkpoint(row: CheckpointRow) -> Checkpoint:
+    return Checkpoint(
+        workspace_id=row.workspace_id,
+        seq=row.seq,
+        head_hash=row.head_hash,
+        signed_at=aware(row.signed_at),
+        signature=row.signature,
+        key_id=row.key_id,
+    )
+
+
+def link(
+    workspace_id: str, record: NewRecord, *, seq: int, prev_hash: str, payload: dict[str, Any], now: datetime
+) -> AuditRecordRow:
+    """The next record of the chain (not yet stored), its hash computed over exactly what will be stored."""
+    entry = Entry(
+        workspace_id=workspace_id,
+        seq=seq,
+        kind=record.kind,
+        customer_id=record.customer_id,
+        decision_id=record.decision_id,
+        message_id=record.message_id,
+        channel=record.channel,
+        journey_id=record.journey_id,
+        offer_id=record.offer_id,
+        outcome=record.outcome,
+        actor=record.actor,
+        payload=payload,
+        occurred_at=record.occurred_at or now,
+        recorded_at=now,
+        prev_hash=prev_hash,
+    )
+    return AuditRecordRow(
+        record_id=f"aud_{uuid.uuid4().hex}",
+        workspace_id=workspace_id,
+        seq=entry.seq,
+        kind=entry.kind,
+        customer_id=entry.customer_id,
+        decision_id=entry.decision_id,
+        message_id=entry.message_id,
+        channel=entry.channel,
+        journey_id=entry.journey_id,
+        offer_id=entry.offer_id,
+        outcome=entry.outcome,
+        actor=entry.actor,
+        payload=json.dumps(entry.payload, sort_keys=True, ensure_ascii=False),
+        occurred_at=entry.occurred_at,
+        recorded_at=entry.recorded_at,
+        idempotency_key=record.idempotency_key or None,
+        prev_hash=entry.prev_hash,
+        hash=link_hash(entry),
+    )
+
+
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def find_by_idempotency_key(self, workspace_id: str, key: str) -> AuditRecordRow | None:
-        stmt = select(AuditRecordRow).where(
-            AuditRecordRow.workspace_id == workspace_id, AuditRecordRow.idempotency_key == key
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+    async def find_by_idempotency_keys(self, workspace_id: str, keys: Iterable[str]) -> dict[str, AuditRecordRow]:
+        wanted = sorted(set(keys))
+        found: dict[str, AuditRecordRow] = {}
+        for start in range(0, len(wanted), 500):
+            stmt = select(AuditRecordRow).where(
+                AuditRecordRow.workspace_id == workspace_id,
+                AuditRecordRow.idempotency_key.in_(wanted[start : start + 500]),
+            )
+            for row in (await self.session.execute(stmt)).scalars():
+                assert row.idempotency_key is not None
+                found[row.idempotency_key] = row
+        return found
 
     async def lock_head(self, workspace_id: str) -> ChainHeadRow:
         """The workspace's chain head, locked for this transaction (created on first use)."""
@@ -86,52 +153,74 @@ class AuditRepository:
             await self.session.flush()
         return head
 
-    async def append(self, workspace_id: str, record: NewRecord) -> AuditRecordRow:
-        head = await self.lock_head(workspace_id)
-        now = utcnow()
-        entry = Entry(
-            workspace_id=workspace_id,
-            seq=head.seq + 1,
-            kind=record.kind,
-            customer_id=record.customer_id,
-            decision_id=record.decision_id,
-            message_id=record.message_id,
-            channel=record.channel,
-            journey_id=record.journey_id,
-            offer_id=record.offer_id,
-            outcome=record.outcome,
-            actor=record.actor,
-            payload=dict(record.payload or {}),
-            occurred_at=record.occurred_at or now,
-            recorded_at=now,
-            prev_hash=head.hash,
+    async def insert_records(self, rows: Sequence[AuditRecordRow]) -> None:
+        """One multi-row INSERT; the rows stay detached (they are returned to callers as built)."""
+        columns = [c.key for c in AuditRecordRow.__table__.columns]
+        await self.session.execute(
+            insert(AuditRecordRow), [{name: getattr(row, name) for name in columns} for row in rows]
         )
-        digest = link_hash(entry)
-        row = AuditRecordRow(
-            record_id=f"aud_{uuid.uuid4().hex}",
-            workspace_id=workspace_id,
-            seq=entry.seq,
-            kind=entry.kind,
-            customer_id=entry.customer_id,
-            decision_id=entry.decision_id,
-            message_id=entry.message_id,
-            channel=entry.channel,
-            journey_id=entry.journey_id,
-            offer_id=entry.offer_id,
-            outcome=entry.outcome,
-            actor=entry.actor,
-            payload=json.dumps(entry.payload, sort_keys=True, ensure_ascii=False),
-            occurred_at=entry.occurred_at,
-            recorded_at=entry.recorded_at,
-            idempotency_key=record.idempotency_key or None,
-            prev_hash=entry.prev_hash,
-            hash=digest,
-        )
+
+    async def data_keys(self, workspace_id: str, customer_ids: Iterable[str]) -> dict[str, DataKeyRow]:
+        wanted = sorted(set(customer_ids))
+        found: dict[str, DataKeyRow] = {}
+        for start in range(0, len(wanted), 500):
+            stmt = select(DataKeyRow).where(
+                DataKeyRow.workspace_id == workspace_id, DataKeyRow.customer_id.in_(wanted[start : start + 500])
+            )
+            found.update({row.customer_id: row for row in (await self.session.execute(stmt)).scalars()})
+        return found
+
+    def add_data_key(self, row: DataKeyRow) -> None:
         self.session.add(row)
-        head.seq = entry.seq
-        head.hash = digest
-        await self.session.flush()
-        return row
+
+    async def delete_data_key(self, workspace_id: str, customer_id: str) -> bool:
+        stmt = delete(DataKeyRow).where(
+            DataKeyRow.workspace_id == workspace_id, DataKeyRow.customer_id == customer_id
+        )
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self.session.add(
+            CheckpointRow(
+                workspace_id=checkpoint.workspace_id,
+                seq=checkpoint.seq,
+                head_hash=checkpoint.head_hash,
+                signed_at=checkpoint.signed_at,
+                signature=checkpoint.signature,
+                key_id=checkpoint.key_id,
+            )
+        )
+
+    async def checkpoint_at(self, workspace_id: str, seq: int) -> CheckpointRow | None:
+        stmt = select(CheckpointRow).where(CheckpointRow.workspace_id == workspace_id, CheckpointRow.seq == seq)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def checkpoints(
+        self, workspace_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[CheckpointRow]:
+        stmt = (
+            select(CheckpointRow)
+            .where(CheckpointRow.workspace_id == workspace_id, CheckpointRow.seq > after_seq)
+            .order_by(CheckpointRow.seq)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def unsigned_workspaces(self) -> list[str]:
+        """Workspaces whose head is newer than their latest checkpoint."""
+        latest = (
+            select(CheckpointRow.workspace_id, func.max(CheckpointRow.seq).label("seq"))
+            .group_by(CheckpointRow.workspace_id)
+            .subquery()
+        )
+        stmt = (
+            select(ChainHeadRow.workspace_id)
+            .outerjoin(latest, latest.c.workspace_id == ChainHeadRow.workspace_id)
+            .where(ChainHeadRow.seq > func.coalesce(latest.c.seq, 0))
+        )
+        return list((await self.session.execute(stmt)).scalars())
 
     async def list(self, flt: RecordFilter, *, after_seq: int, limit: int) -> list[AuditRecordRow]:
         stmt = select(AuditRecordRow).where(
@@ -155,16 +244,17 @@ class AuditRepository:
         stmt = stmt.order_by(AuditRecordRow.seq).limit(limit)
         return list((await self.session.execute(stmt)).scalars())
 
-    async def chain(self, workspace_id: str, *, batch: int = 1000) -> AsyncIterator[AuditRecordRow]:
+    async def chain(self, workspace_id: str, *, batch: int = 5000) -> AsyncIterator[Any]:
+        """Plain rows (no ORM identity map) in seq order, so a million-record walk stays flat in memory."""
         last = 0
         while True:
             stmt = (
-                select(AuditRecordRow)
+                select(*_CHAIN_COLUMNS)
                 .where(AuditRecordRow.workspace_id == workspace_id, AuditRecordRow.seq > last)
                 .order_by(AuditRecordRow.seq)
                 .limit(batch)
             )
-            rows = list((await self.session.execute(stmt)).scalars())
+            rows = (await self.session.execute(stmt)).all()
             if not rows:
                 return
             for row in rows:

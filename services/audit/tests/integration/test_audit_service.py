@@ -1,28 +1,9 @@
-from pathlib import Path
-
 import grpc
 import pytest
-from retain.audit.v1 import audit_pb2, audit_pb2_grpc
-from retain_audit.app import SERVICE_NAME
-from retain_audit.server import AuditServicer
-from retain_audit.service import AuditLog
-from retain_kit.db import session_factory
-from retain_kit.grpcserver import Registration
+from retain.audit.v1 import audit_pb2
 from retain_kit.protoconv import to_struct
-from retain_kit.testing import DbTarget
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-
-SERVICE_DIR = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def stub(db_target: DbTarget, grpc_serve):  # type: ignore[no-untyped-def]
-    engine = await db_target.migrate(SERVICE_DIR)
-    servicer = AuditServicer(AuditLog(session_factory(engine)))
-    target = await grpc_serve([Registration(servicer, audit_pb2_grpc.add_AuditServiceServicer_to_server, SERVICE_NAME)])
-    async with grpc.aio.insecure_channel(target) as channel:
-        yield audit_pb2_grpc.AuditServiceStub(channel), engine
 
 
 def record(customer: str, outcome: str, key: str = "") -> audit_pb2.RecordInput:

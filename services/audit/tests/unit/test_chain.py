@@ -46,3 +46,10 @@ def test_hash_is_stable_across_timezone_representation() -> None:
     entry = make_chain(1)[0][0]
     naive = replace(entry, occurred_at=entry.occurred_at.replace(tzinfo=None))
     assert link_hash(naive) == link_hash(entry)
+
+
+def test_fast_and_strftime_timestamps_agree() -> None:
+    from retain_audit.domain.chain import iso_utc
+
+    for value in (T0, T0.replace(microsecond=7), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)):
+        assert iso_utc(value) == value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from retain_audit.domain.checkpoint import Checkpoint
 
 GENESIS = ""
 
@@ -49,15 +54,18 @@ def canonical(entry: Entry) -> bytes:
         "outcome": entry.outcome,
         "actor": entry.actor,
         "payload": entry.payload,
-        "occurred_at": _iso(entry.occurred_at),
-        "recorded_at": _iso(entry.recorded_at),
+        "occurred_at": iso_utc(entry.occurred_at),
+        "recorded_at": iso_utc(entry.recorded_at),
         "prev_hash": entry.prev_hash,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _iso(value: datetime) -> str:
+def iso_utc(value: datetime) -> str:
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.year >= 1000:
+        # isoformat is several times faster than strftime and yields the same text for four-digit years.
+        return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -72,23 +80,80 @@ class Verification:
     first_broken_seq: int
     detail: str
     head_hash: str
+    checkpoints_checked: int = 0
 
 
-def verify(chain: Iterable[tuple[Entry, str]]) -> Verification:
+class ChainVerifier:
+    """Walks (entry, stored hash) pairs in seq order without holding the chain in memory.
+
+    Checkpoints pin the chain: a checkpoint whose hash differs from the record at its seq, whose signature
+    fails, or which lies beyond the last record (a truncated tail) breaks verification at its seq.
+    """
+
+    def __init__(
+        self, checkpoints: Sequence[Checkpoint] = (), keys: Mapping[str, Ed25519PublicKey] | None = None
+    ) -> None:
+        from retain_audit.domain.checkpoint import signature_problem
+
+        self.expected_prev = GENESIS
+        self.expected_seq = 1
+        self.checked = 0
+        self.head = GENESIS
+        self.broken: tuple[int, str] | None = None
+        self.pins: dict[int, Checkpoint] = {}
+        self.problems: list[tuple[int, str]] = []
+        for cp in checkpoints:
+            problem = signature_problem(cp, keys or {})
+            if problem:
+                self.problems.append((cp.seq, problem))
+            self.pins[cp.seq] = cp
+
+    def feed(self, entry: Entry, stored: str) -> bool:
+        """False once a link is broken; the caller may stop walking."""
+        if self.broken is not None:
+            return False
+        self.checked += 1
+        if entry.seq != self.expected_seq:
+            self.broken = (entry.seq, f"gap: expected seq {self.expected_seq}")
+        elif entry.prev_hash != self.expected_prev:
+            self.broken = (entry.seq, "prev_hash does not match the previous record")
+        elif link_hash(entry) != stored:
+            self.broken = (entry.seq, "record content does not match its hash")
+        else:
+            pin = self.pins.get(entry.seq)
+            if pin is not None and pin.head_hash != stored:
+                self.broken = (entry.seq, f"checkpoint at seq {entry.seq} does not match the chain")
+        if self.broken is not None:
+            return False
+        self.expected_prev = self.head = stored
+        self.expected_seq += 1
+        return True
+
+    def result(self) -> Verification:
+        problems = list(self.problems)
+        if self.broken is not None:
+            problems.append(self.broken)
+        else:
+            last = self.expected_seq - 1
+            problems += [
+                (seq, f"checkpoint at seq {seq} lies beyond the last record {last}: records are missing")
+                for seq in self.pins
+                if seq > last
+            ]
+        if problems:
+            seq, detail = min(problems)
+            return Verification(False, self.checked, seq, detail, self.head, len(self.pins))
+        return Verification(True, self.checked, 0, "chain intact", self.head, len(self.pins))
+
+
+def verify(
+    chain: Iterable[tuple[Entry, str]],
+    checkpoints: Sequence[Checkpoint] = (),
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
+) -> Verification:
     """Walk (entry, stored hash) pairs in seq order; report the first link that does not hold."""
-    expected_prev = GENESIS
-    expected_seq = 1
-    checked = 0
-    head = GENESIS
+    walker = ChainVerifier(checkpoints, keys)
     for entry, stored in chain:
-        checked += 1
-        if entry.seq != expected_seq:
-            return Verification(False, checked, entry.seq, f"gap: expected seq {expected_seq}", head)
-        if entry.prev_hash != expected_prev:
-            return Verification(False, checked, entry.seq, "prev_hash does not match the previous record", head)
-        actual = link_hash(entry)
-        if actual != stored:
-            return Verification(False, checked, entry.seq, "record content does not match its hash", head)
-        expected_prev = head = stored
-        expected_seq += 1
-    return Verification(True, checked, 0, "chain intact", head)
+        if not walker.feed(entry, stored):
+            break
+    return walker.result()
