@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
+from retain_audit.bench import run as audit_bench
 from retain_cli.demo import load as load_demo
 from retain_cli.stack import Stack, pick_ports
 from retain_scoring.bench import bench_batch_scoring, paced_latency
@@ -160,6 +161,17 @@ def main() -> None:
         rows = asyncio.run(run_benchmarks(stack, key))
     finally:
         stack.stop()
+    audit = audit_bench(100_000, single=2000)
+    cond = f"chain of {audit.records:,} records, SQLite, in-process gRPC server, {os.cpu_count()} cores"
+    rows += [
+        Row("audit_append_batched", audit.append_batched_per_s, "records/s",
+            f"AppendBatch of {audit.batch_size}, {cond}"),
+        Row("audit_append_single_sequential", audit.append_single_per_s, "records/s", f"one writer, {cond}"),
+        Row("audit_append_single_concurrent", audit.append_concurrent_per_s, "records/s",
+            f"32 concurrent writers (group commit), {cond}"),
+        Row("audit_verification_rate_large_chain", audit.verify_per_s, "records/s",
+            f"hash chain + checkpoint signatures, {cond}"),
+    ]
     n = 1_000_000
     rows.append(Row("batch_scoring_rate", bench_batch_scoring(n), "customers/s",
                     f"{n:,} customers, churn + P(alive) + CLV, BentoML service in-process, batches of 10k, "

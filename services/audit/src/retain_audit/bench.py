@@ -40,6 +40,7 @@ class AuditBench:
     append_batched_per_s: float
     single_records: int
     append_single_per_s: float
+    append_concurrent_per_s: float
     verify_per_s: float
     verify_seconds: float
     verified_ok: bool
@@ -89,6 +90,17 @@ async def measure(
                     await stub.Append(audit_pb2.AppendRequest(workspace_id="ws_single", record=_record(i)))
                 singles = single / (time.perf_counter() - t0) if single else 0.0
 
+                # Many writers at once (decisions from concurrent requests): group commit shares transactions.
+                t0 = time.perf_counter()
+                pending = iter(range(single))
+
+                async def writer() -> None:
+                    for i in pending:
+                        await stub.Append(audit_pb2.AppendRequest(workspace_id="ws_concurrent", record=_record(i)))
+
+                await asyncio.gather(*(writer() for _ in range(32)))
+                concurrent = single / (time.perf_counter() - t0) if single else 0.0
+
                 t0 = time.perf_counter()
                 result = await stub.Verify(audit_pb2.VerifyRequest(workspace_id="ws_bench"), timeout=3600)
                 verify_s = time.perf_counter() - t0
@@ -109,6 +121,7 @@ async def measure(
         append_batched_per_s=batched,
         single_records=single,
         append_single_per_s=singles,
+        append_concurrent_per_s=concurrent,
         verify_per_s=result.records_checked / verify_s if verify_s else 0.0,
         verify_seconds=verify_s,
         verified_ok=result.ok and result.records_checked == n,

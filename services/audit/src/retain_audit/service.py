@@ -55,6 +55,9 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         # SQLite has no row locks: serialise appends within the process; PostgreSQL locks the head row.
         self._lock = asyncio.Lock()
+        # Group commit: appends that arrive while a transaction is running share the next one.
+        self._pending: dict[str, list[tuple[list[NewRecord], asyncio.Future[list[ReadRecord]]]]] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
 
     @property
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -77,6 +80,42 @@ class AuditLog:
                 raise InvalidArgument("record.kind is required", field=field)
         if not records:
             return []
+        future: asyncio.Future[list[ReadRecord]] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(workspace_id, []).append((list(records), future))
+        if workspace_id not in self._flushers:
+            self._flushers[workspace_id] = asyncio.create_task(self._flush(workspace_id))
+        # shield: a caller that gives up must not cancel the transaction others are waiting on
+        return await asyncio.shield(future)
+
+    async def _flush(self, workspace_id: str) -> None:
+        """Commit waiting appends in groups; each caller is answered only after its group is durable."""
+        try:
+            while self._pending.get(workspace_id):
+                queue = self._pending[workspace_id]
+                group: list[tuple[list[NewRecord], asyncio.Future[list[ReadRecord]]]] = []
+                size = 0
+                while queue and (not group or size + len(queue[0][0]) <= MAX_BATCH):
+                    item = queue.pop(0)
+                    group.append(item)
+                    size += len(item[0])
+                try:
+                    rows = await self._commit(workspace_id, [r for records, _ in group for r in records])
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                start = 0
+                for records, future in group:
+                    if not future.done():
+                        future.set_result(rows[start : start + len(records)])
+                    start += len(records)
+        finally:
+            del self._flushers[workspace_id]
+            if not self._pending.get(workspace_id):
+                self._pending.pop(workspace_id, None)
+
+    async def _commit(self, workspace_id: str, records: Sequence[NewRecord]) -> list[ReadRecord]:
         async with self._lock:
             for _ in range(5):
                 async with self.sessions() as session:

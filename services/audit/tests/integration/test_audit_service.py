@@ -63,3 +63,18 @@ async def test_database_refuses_update_and_delete(stub) -> None:  # type: ignore
                 await conn.execute(text(statement))
     listed = await client.ListRecords(audit_pb2.ListRecordsRequest(workspace_id="ws"))
     assert listed.records[0].outcome == "sent"
+
+
+async def test_concurrent_appends_share_transactions_and_keep_one_chain(stub) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    client, _ = stub
+    replies = await asyncio.gather(*(
+        client.Append(audit_pb2.AppendRequest(workspace_id="ws", record=record(f"c{i}", "sent", f"k{i}")))
+        for i in range(60)
+    ))
+    # every caller gets its own record back, and together they form one gap-free chain
+    assert sorted(r.record.seq for r in replies) == list(range(1, 61))
+    assert {r.record.customer_id for r in replies} == {f"c{i}" for i in range(60)}
+    verified = await client.Verify(audit_pb2.VerifyRequest(workspace_id="ws"))
+    assert verified.ok and verified.records_checked == 60
