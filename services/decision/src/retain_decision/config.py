@@ -17,6 +17,12 @@ class Settings(KitSettings):
     max_limit: int = 20
     # Used when neither the request nor the profile carries a locale.
     default_locale: str = "th"
+    # Governance defaults for a workspace that never set a policy (SetPolicy replaces them).
+    default_time_zone: str = "Asia/Bangkok"
+    contact_slot_minutes: int = 60
+    arbitration_ms: int = 80
+    # How often messages held for quiet hours are checked for release.
+    release_interval_seconds: float = 5.0
     # Seed the demo catalogue into a workspace that has no offers yet (see domain/catalogue.py).
     seed_demo_catalogue: bool = True
 

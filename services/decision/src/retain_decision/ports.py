@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from retain_decision.domain.expressions import Value
 from retain_decision.domain.pipeline import ModelRef, Propensity
+from retain_decision.domain.policies import Counter
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,39 @@ class AuditSink(Protocol):
     """The audit log: returns only once the record is durable."""
 
     async def append(self, workspace_id: str, entry: AuditEntry) -> str: ...
+
+
+@dataclass(frozen=True)
+class SlotBid:
+    """A claim on a customer's contact slot: the sender's identity, what it offers, what it is worth."""
+
+    member: str
+    offer_id: str
+    value: float
+
+
+class CounterStore(Protocol):
+    """Cap counters and contact slots shared by every decision replica (Redis; in memory for one).
+
+    Raises retain_kit Unavailable when the store cannot be reached: callers fail closed.
+    """
+
+    async def counts(self, keys: Sequence[str]) -> Mapping[str, int]: ...
+
+    async def reserve(self, counters: Sequence[Counter]) -> Counter | None:
+        """Increment every counter, or none when one would pass its limit (that one is returned)."""
+        ...
+
+    async def release(self, counters: Sequence[Counter]) -> None:
+        """Give back a reservation whose message was never sent."""
+        ...
+
+    async def bid(self, slot: str, bid: SlotBid, *, arbitration_ms: int, slot_seconds: int) -> tuple[str, int]:
+        """Enter the arbitration for `slot`: (awarded member or "", milliseconds left to collect bids)."""
+        ...
+
+    async def award(self, slot: str, *, slot_seconds: int) -> tuple[str, str]:
+        """Close the arbitration (if still open) and return the winner's (member, offer_id)."""
+        ...
+
+    async def release_slot(self, slot: str, member: str) -> None: ...

@@ -8,7 +8,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,23 @@ pytestmark = [
 ]
 
 SERVICES = Path(__file__).resolve().parents[3]
+_MESSAGE_CHANNELS = (common_pb2.CHANNEL_EMAIL, common_pb2.CHANNEL_SMS, common_pb2.CHANNEL_PUSH, common_pb2.CHANNEL_LINE)
+OPS_OFFER = decision_pb2.Offer(
+    offer_id="ops_thanks_15",
+    name="Thank you: 15% off",
+    play_type=decision_pb2.PLAY_TYPE_SAVE,
+    channels=[*_MESSAGE_CHANNELS, common_pb2.CHANNEL_IN_APP],
+    purpose="marketing",
+    value=1000.0,
+    cost=100.0,
+    prior_propensity=0.2,
+    active=True,
+    templates=[
+        decision_pb2.Template(channel=ch, locale=loc, subject="15%", body=body)
+        for ch in _MESSAGE_CHANNELS
+        for loc, body in (("th", "คุณ{{ first_name }} รับส่วนลด 15%"), ("en", "Hi {{ first_name }}, 15% off"))
+    ],
+)
 WS = "ws_demo"
 DEAD = f"127.0.0.1:{free_port()}"
 
@@ -65,6 +82,8 @@ class Suite:
     endpoints: Endpoints
     decision: decision_pb2_grpc.DecisionServiceStub
     start_decision: Callable[..., Awaitable[decision_pb2_grpc.DecisionServiceStub]]
+    # How the decision replicas were configured (database settings, Redis), for out-of-process replicas.
+    info: dict[str, Any]
 
     async def records(self, **filters: Any) -> list[audit_pb2.AuditRecord]:
         resp = await self.audit.ListRecords(audit_pb2.ListRecordsRequest(workspace_id=WS, page_size=500, **filters))
@@ -81,7 +100,8 @@ class Suite:
         traits = {
             "first_name": "สมชาย",
             "email": f"{user}@example.co.th",
-            "phone": "081 234 5678",
+            # Unique per customer: profile merges customers who share a phone number.
+            "phone": f"08{uuid.uuid4().int % 10**8:08d}",
             "line_user_id": "U" + uuid.uuid4().hex,
         }
         ident = await self.profile.Identify(
@@ -148,6 +168,7 @@ async def suite(
     bentoml_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Suite]:
+    suite_info: dict[str, Any] = {}
     async with contextlib.AsyncExitStack() as stack:
         audit_addr = await _serve(
             audit_app.build, AuditSettings(**await _database(db_target, "audit")), grpc_serve, stack
@@ -172,16 +193,21 @@ async def suite(
             grpc_serve,
             stack,
         )
+        suite_info.update(decision_db={}, redis_url=redis_url)
         endpoints = Endpoints(
             audit_addr=audit_addr, profile_addr=profile_addr, scoring_addr=scoring_addr, channels_addr=channels_addr
         )
         decision_db = await _database(db_target, "decision")
+        suite_info["decision_db"] = decision_db
 
-        async def start_decision(**overrides: str) -> decision_pb2_grpc.DecisionServiceStub:
+        async def start_decision(
+            *, clock: Callable[[], datetime] = utcnow, settings: dict[str, Any] | None = None, **overrides: str
+        ) -> decision_pb2_grpc.DecisionServiceStub:
             """Another decision replica on the same database; overrides point a dependency elsewhere."""
             eps = endpoints.model_copy(update=overrides)
-            settings = DecisionSettings(**decision_db, rpc_timeout_seconds=1.0)
-            registrations, on_stop = await decision_app.build(settings, eps)
+            values: dict[str, Any] = {**decision_db, "rpc_timeout_seconds": 1.0, "redis_url": redis_url}
+            values.update(settings or {})
+            registrations, on_stop = await decision_app.build(DecisionSettings(**values), eps, clock=clock)
             stack.push_async_callback(on_stop)
             target = await grpc_serve(registrations)
             ch = await stack.enter_async_context(grpc.aio.insecure_channel(target))
@@ -190,14 +216,20 @@ async def suite(
         async def stub(addr: str) -> grpc.aio.Channel:
             return await stack.enter_async_context(grpc.aio.insecure_channel(addr))
 
+        decision = await start_decision()
+        # Sends go through the full pipeline, eligibility included: the demo offers target segments
+        # a fresh test customer may not be in, so sends use an offer open to everyone.
+        await decision.ListOffers(decision_pb2.ListOffersRequest(workspace_id=WS))  # seeds the demo catalogue
+        await decision.UpsertOffer(decision_pb2.UpsertOfferRequest(workspace_id=WS, offer=OPS_OFFER, actor="test"))
         yield Suite(
             audit=audit_pb2_grpc.AuditServiceStub(await stub(audit_addr)),
             profile=profile_pb2_grpc.ProfileServiceStub(await stub(profile_addr)),
             scoring=scoring_pb2_grpc.ScoringServiceStub(await stub(scoring_addr)),
             channels=channels_pb2_grpc.ChannelServiceStub(await stub(channels_addr)),
             endpoints=endpoints,
-            decision=await start_decision(),
+            decision=decision,
             start_decision=start_decision,
+            info=suite_info,
         )
 
 
@@ -206,7 +238,7 @@ def send(customer_id: str, key: str, **kw: Any) -> decision_pb2.SendMessageReque
         "workspace_id": WS,
         "customer_id": customer_id,
         "channel": common_pb2.CHANNEL_EMAIL,
-        "offer_id": "save_15_percent",
+        "offer_id": OPS_OFFER.offer_id,
         "purpose": "marketing",
         "idempotency_key": key,
         "actor": "operator:nok",
@@ -308,7 +340,7 @@ async def test_send_message_dispatches_once_with_template_and_address(suite: Sui
     (message,) = await suite.messages(customer_id)
     assert message.message_id == first.message_id and message.decision_id == first.decision_id
     assert message.customer_id == customer_id and message.recipient.endswith("@example.co.th")
-    assert message.offer_id == "save_15_percent" and message.purpose == "marketing" and message.locale == "th"
+    assert message.offer_id == OPS_OFFER.offer_id and message.purpose == "marketing" and message.locale == "th"
     assert "สมชาย" in message.body and "15%" in message.body  # Thai template, rendered by channels
 
     records = await suite.records(customer_id=customer_id)

@@ -1,7 +1,15 @@
 """The next-best-action pipeline for one customer at one moment (pure: no I/O, `now` is an argument).
 
+Every path goes through `decide`: an in-app placement, a contact-centre request, a trigger
+evaluation, an operator send (candidates restricted to the one offer and channel) and a journey step.
 Order of the rules, each dropping a candidate with the rule's name:
-  eligibility -> not_valid -> placement -> no_consent -> below_zero_value -> conflict_group -> limit
+  eligibility -> not_valid -> placement -> holdout -> declined -> no_consent -> frequency_cap / offer_cap
+  -> quiet_hours -> below_zero_value -> conflict_group -> limit
+
+Caps here are checked against a snapshot of the counters (`CustomerContext.counts`), which explains
+and ranks; the binding check is the atomic reservation of `Action.counters` just before dispatch.
+Quiet hours in mode "hold" do not drop a candidate: its action carries `deliver_after`.
+Holdouts withhold marketing (any purpose but service/transactional) on every path.
 
 Governance is strict: every message channel needs consent *granted* for (channel, offer purpose);
 denied, withdrawn and never-recorded all mean no (PDPA opt-in). The one exemption is an in-app
@@ -12,6 +20,7 @@ in_app channel) is not exempt.
 Ranking per (offer, channel):
   expected_value = propensity x (value x lever - offer cost) - contact_cost(channel)
   contact_cost   = base cost of the channel x (1 + recent message load)
+  message load   = ctx.message_load + policy.load_weight x messages this local week (cap counters)
 The best channel of an offer is the one with the highest expected value (ties keep the offer's own
 channel order, which states the brand's preference); within a conflict group only the best offer
 survives; then the top `limit`.
@@ -20,11 +29,13 @@ survives; then the top `limit`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from retain_decision.domain import policies
 from retain_decision.domain.expressions import ExpressionError, Value, cached
 from retain_decision.domain.offers import Offer
+from retain_decision.domain.policies import Counter, GovernancePolicy
 
 IN_APP = "in_app"
 PLAY_LABELS = {
@@ -62,6 +73,12 @@ class CustomerContext:
     consents: Mapping[tuple[str, str], str] = field(default_factory=dict)
     propensities: Mapping[str, Propensity] = field(default_factory=dict)
     message_load: float = 0.0
+    workspace_id: str = ""
+    time_zone: str = ""
+    # Cap counter values read just before deciding (key -> count), see policies.counters_for.
+    counts: Mapping[str, int] = field(default_factory=dict)
+    # Recent declines per offer id (from RecordOutcome).
+    declines: Mapping[str, Sequence[datetime]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,9 @@ class Request:
     placement: str = ""
     channels: tuple[str, ...] = ()
     limit: int = 3
+    # placement | contact_centre | trigger | operator | journey
+    trigger: str = ""
+    journey_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,10 @@ class Action:
     channel: str
     score: Breakdown
     reason: str
+    # Quiet hours in hold mode: deliver no earlier than this (UTC).
+    deliver_after: datetime | None = None
+    # The counters a dispatch of this action must reserve atomically (none for in-app placements).
+    counters: tuple[Counter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,10 +144,18 @@ def contact_cost(channel: str, *, costs: Mapping[str, float], message_load: floa
     return costs.get(channel, 0.0) * (1.0 + max(message_load, 0.0))
 
 
-def score(offer: Offer, channel: str, ctx: CustomerContext, *, costs: Mapping[str, float]) -> Breakdown:
+def message_load(ctx: CustomerContext, policy: GovernancePolicy, *, now: datetime) -> float:
+    tz = policies.zone(ctx.time_zone, policy.default_time_zone)
+    key = policies.load_key(workspace_id=ctx.workspace_id, customer_id=ctx.customer_id, now=now, tz=tz)
+    return ctx.message_load + policy.load_weight * ctx.counts.get(key, 0)
+
+
+def score(
+    offer: Offer, channel: str, ctx: CustomerContext, *, costs: Mapping[str, float], load: float | None = None
+) -> Breakdown:
     propensity = propensity_for(offer, ctx)
     p = min(max(propensity.value, 0.0), 1.0)
-    contact = contact_cost(channel, costs=costs, message_load=ctx.message_load)
+    contact = contact_cost(channel, costs=costs, message_load=ctx.message_load if load is None else load)
     expected = p * (offer.value * offer.lever - offer.cost) - contact
     return Breakdown(
         propensity=p,
@@ -149,14 +181,19 @@ def decide(
     request: Request,
     *,
     now: datetime,
-    costs: Mapping[str, float],
+    costs: Mapping[str, float] | None = None,
+    policy: GovernancePolicy | None = None,
 ) -> Result:
     """Ranked actions plus every dropped candidate with the rule that dropped it."""
+    policy = policy or GovernancePolicy()
+    if costs is not None:
+        policy = replace(policy, contact_costs=costs)
+    gov = _Governance(ctx, policy, now=now)
     names = namespace(ctx)
     suppressed: list[Suppressed] = []
     scored: list[tuple[Offer, str, Breakdown]] = []
     for offer in candidates:
-        outcome = _best_channel(offer, ctx, request, names=names, now=now, costs=costs)
+        outcome = _best_channel(offer, ctx, request, names=names, now=now, gov=gov)
         if isinstance(outcome, Suppressed):
             suppressed.append(outcome)
         else:
@@ -181,8 +218,45 @@ def decide(
         if len(actions) >= max(request.limit, 0):
             suppressed.append(Suppressed(offer.offer_id, channel, "limit", f"only {request.limit} returned"))
             continue
-        actions.append(Action(len(actions) + 1, offer, channel, breakdown, reason(offer, channel, ctx, breakdown)))
+        outbound = not request.placement
+        actions.append(
+            Action(
+                len(actions) + 1,
+                offer,
+                channel,
+                breakdown,
+                reason(offer, channel, ctx, breakdown),
+                deliver_after=gov.quiet_end if outbound else None,
+                counters=tuple(gov.counters(offer, channel)) if outbound else (),
+            )
+        )
     return Result(tuple(actions), tuple(suppressed))
+
+
+class _Governance:
+    """The per-decision governance facts, computed once: zone, load, quiet window, holdout."""
+
+    def __init__(self, ctx: CustomerContext, policy: GovernancePolicy, *, now: datetime) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.now = now
+        self.tz = policies.zone(ctx.time_zone, policy.default_time_zone)
+        self.load = message_load(ctx, policy, now=now)
+        self.quiet_end = policies.quiet_until(now, policy.quiet_hours, self.tz)
+
+    def counters(self, offer: Offer, channel: str) -> list[Counter]:
+        return policies.counters_for(
+            self.policy,
+            workspace_id=self.ctx.workspace_id,
+            customer_id=self.ctx.customer_id,
+            channel=channel,
+            offer_id=offer.offer_id,
+            now=self.now,
+            tz=self.tz,
+        )
+
+    def capped(self, offer: Offer, channel: str) -> Counter | None:
+        return policies.first_exceeded(self.counters(offer, channel), self.ctx.counts)
 
 
 def _best_channel(
@@ -192,7 +266,7 @@ def _best_channel(
     *,
     names: Mapping[str, Value],
     now: datetime,
-    costs: Mapping[str, float],
+    gov: _Governance,
 ) -> tuple[str, Breakdown] | Suppressed:
     first = request.channels[0] if request.channels else ""
     try:
@@ -214,6 +288,16 @@ def _best_channel(
         channels = tuple(c for c in offer.channels if c in wanted)
         if not channels:
             return Suppressed(offer.offer_id, first, "placement", "none of the requested channels is offered")
+    if policies.is_marketing(offer.purpose):
+        group = policies.holdout(gov.policy, ctx.customer_id, journey_id=request.journey_id)
+        if group:
+            return Suppressed(offer.offer_id, channels[0], "holdout", f"in the {group}")
+    declined = policies.declined_out(
+        gov.policy.offer_rules.get(offer.offer_id), ctx.declines.get(offer.offer_id, ()), now=now
+    )
+    if declined:
+        return Suppressed(offer.offer_id, channels[0], "declined", declined)
+    if not request.placement:
         denied = [c for c in channels if ctx.consents.get((c, offer.purpose)) != "granted"]
         if len(denied) == len(channels):
             return Suppressed(
@@ -223,10 +307,20 @@ def _best_channel(
                 f"no granted consent for purpose {offer.purpose!r} on {', '.join(denied)}",
             )
         channels = tuple(c for c in channels if c not in denied)
+        open_channels = tuple(c for c in channels if gov.capped(offer, c) is None)
+        if not open_channels:
+            cap = gov.capped(offer, channels[0])
+            assert cap is not None
+            return Suppressed(offer.offer_id, channels[0], cap.rule, cap.detail)
+        channels = open_channels
+        if gov.quiet_end is not None and gov.policy.quiet_hours and gov.policy.quiet_hours.mode == "drop":
+            return Suppressed(
+                offer.offer_id, channels[0], "quiet_hours", f"quiet hours until {gov.quiet_end.isoformat()}"
+            )
 
     best: tuple[str, Breakdown] | None = None
     for channel in channels:
-        breakdown = score(offer, channel, ctx, costs=costs)
+        breakdown = score(offer, channel, ctx, costs=gov.policy.contact_costs, load=gov.load)
         if best is None or breakdown.expected_value > best[1].expected_value:
             best = (channel, breakdown)
     assert best is not None
