@@ -13,6 +13,7 @@ from typing import Any
 
 from retain_kit import migrations
 from retain_kit.config import Endpoints
+from retain_kit.grpcserver import start
 from retain_kit.testing import DbTarget, free_port
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
@@ -56,7 +57,7 @@ async def start_suite(
         "profile": lambda: _settings(ProfileSettings, database("profile"), redis_url=redis_url),
         "scoring": lambda: _settings(ScoringSettings, database("scoring"), bentoml_home=str(tmp_path / "bentoml")),
         "channels": lambda: _settings(ChannelsSettings, database("channels"), var_dir=tmp_path / "channels"),
-        "decision": lambda: _settings(DecisionSettings, database("decision")),
+        "decision": lambda: _settings(DecisionSettings, database("decision"), redis_url=redis_url),
     }
     apps = {"audit": audit_app, "profile": profile_app, "scoring": scoring_app, "channels": channels_app,
             "decision": decision_app}
@@ -65,12 +66,33 @@ async def start_suite(
             continue
         settings = await builders[name]()
         registrations, on_stop = await apps[name].build(settings, endpoints=endpoints)
-        actual = await grpc_serve(registrations)
         stops.append(on_stop)
+        # Appended after on_stop, so the server stops taking calls before its resources close.
+        actual = await _serve_at(addrs[name], registrations, grpc_serve, stops)
         addrs[name] = actual
         # Later services must reach the real port this one got.
         endpoints = Endpoints(**{f"{n}_addr": a for n, a in addrs.items()})
     return endpoints
+
+
+async def _serve_at(
+    addr: str,
+    registrations: Any,
+    grpc_serve: Callable[[Any], Awaitable[str]],
+    stops: list[Callable[[], Awaitable[None]]],
+) -> str:
+    """Serve on the address picked up front, so services built earlier (profile's analytics calls scoring)
+    reach services built later; falls back to any free port if that one was taken meanwhile."""
+    try:
+        server, port, _ = await start(registrations, port=int(addr.rsplit(":", 1)[1]))
+    except RuntimeError:
+        return await grpc_serve(registrations)
+
+    async def stop() -> None:
+        await server.stop(None)
+
+    stops.append(stop)
+    return f"127.0.0.1:{port}"
 
 
 async def _settings(cls: Any, database: Awaitable[dict[str, Any]], **extra: Any) -> Any:

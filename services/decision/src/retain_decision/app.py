@@ -63,11 +63,13 @@ async def build(settings: Settings, endpoints: Endpoints | None = None, *, clock
     counters: RedisCounterStore | MemoryCounterStore
     if settings.redis_url:
         counters = RedisCounterStore(redis_client.connect(settings.redis_url))
-    else:
-        # Without Redis the caps hold for this one process only; a configured but unreachable
-        # Redis is different: sends then fail closed.
-        log.warning("RETAIN_REDIS_URL/REDIS_URL not set: cap counters are per process")
+    elif settings.single_process_caps:
+        # An explicit opt-in: the caps then hold for this one process only.
+        log.warning("cap counters are per process (RETAIN_DECISION_SINGLE_PROCESS_CAPS=true)")
         counters = MemoryCounterStore()
+    else:
+        # Governance is fail-closed: caps that cannot be counted across replicas are not caps.
+        raise SystemExit("decision needs REDIS_URL for frequency caps (or RETAIN_DECISION_SINGLE_PROCESS_CAPS=true)")
     audit = GrpcAuditSink(audit_pb2_grpc.AuditServiceStub(channels["audit"]), timeout=timeout)
     catalogue = Catalogue(sessions, audit, seed_demo=settings.seed_demo_catalogue, clock=clock)
     policies = Policies(sessions, audit, defaults=default_policy(settings), clock=clock)

@@ -25,6 +25,8 @@ class Settings(KitSettings):
     release_interval_seconds: float = 5.0
     # Seed the demo catalogue into a workspace that has no offers yet (see domain/catalogue.py).
     seed_demo_catalogue: bool = True
+    # Count caps in process memory when no Redis is configured (single-process deployments and tests only).
+    single_process_caps: bool = False
 
     def contact_costs(self) -> dict[str, float]:
         return {
