@@ -24,6 +24,8 @@ from retain_gateway.config import Settings
 from retain_gateway.domain.authcache import AuthCache
 from retain_gateway.ratelimit import RateLimiter
 from retain_gateway.routes import audit, customers, decisions, health, tracking
+from retain_gateway.routes import profiles as profile_routes
+from retain_gateway.routes import policies as policies_routes
 from retain_gateway.state import Downstream, GatewayState
 
 PROFILE = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
@@ -95,5 +97,7 @@ def create_app(
     errors.install(app, retry_after_seconds=settings.retry_after_seconds)
     for module in (tracking, customers, decisions, audit, health):
         app.include_router(module.router)
+    app.include_router(profile_routes.router)
+    app.include_router(policies_routes.router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
     return app

@@ -28,6 +28,15 @@ class Action(StrEnum):
     WRITE_OFFERS = "write_offers"
     READ_AUDIT = "read_audit"
     VERIFY_AUDIT = "verify_audit"
+    READ_POLICIES = "read_policies"
+    WRITE_POLICIES = "write_policies"
+    CREATE_AUDIT_CHECKPOINT = "create_audit_checkpoint"
+    READ_PROFILE_SETTINGS = "read_profile_settings"
+    WRITE_PROFILE_SETTINGS = "write_profile_settings"
+    READ_SEGMENTS = "read_segments"
+    WRITE_SEGMENTS = "write_segments"
+    PRIVACY_ACCESS = "privacy_access"
+    PRIVACY_ERASURE = "privacy_erasure"
 
 
 R = Role
@@ -45,6 +54,17 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.WRITE_OFFERS: frozenset({R.OPERATOR}),
     Action.READ_AUDIT: frozenset({R.AUDITOR, R.OPERATOR}),
     Action.VERIFY_AUDIT: frozenset({R.AUDITOR, R.OPERATOR}),
+    Action.READ_POLICIES: frozenset({R.OPERATOR}),
+    Action.WRITE_POLICIES: frozenset({R.OPERATOR}),
+    # Signing is a write to the log: admin only (admin is implicitly allowed everything).
+    Action.CREATE_AUDIT_CHECKPOINT: frozenset(),
+    Action.READ_PROFILE_SETTINGS: frozenset({R.OPERATOR, R.AUDITOR}),
+    Action.WRITE_PROFILE_SETTINGS: frozenset({R.OPERATOR}),
+    Action.READ_SEGMENTS: frozenset({R.OPERATOR, R.CONTACT_CENTRE, R.AUDITOR}),
+    Action.WRITE_SEGMENTS: frozenset({R.OPERATOR}),
+    # The DPO answers access requests with an auditor key; erasure changes data, so operator (or admin).
+    Action.PRIVACY_ACCESS: frozenset({R.AUDITOR, R.OPERATOR}),
+    Action.PRIVACY_ERASURE: frozenset({R.OPERATOR}),
 }
 
 

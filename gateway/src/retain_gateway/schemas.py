@@ -161,6 +161,25 @@ class FeaturesOut(BaseModel):
     recency_weeks: float
     age_weeks: float
     as_of: datetime | None
+    orders_365d: int = 0
+    spend_365d: float = 0.0
+    discount_total: float = 0.0
+    discount_share: float = Field(0.0, description="discount / (revenue + discount) over all orders")
+    channel_engagement: dict[str, Json] = Field(
+        default_factory=dict, description="Per channel: delivered/opened/clicked counts and latest times"
+    )
+    products_added: int = 0
+    last_product_added_at: datetime | None = None
+    checkouts_started: int = 0
+    last_checkout_started_at: datetime | None = None
+    subscriptions_started: int = 0
+    subscriptions_cancelled: int = 0
+    subscription_active: bool = False
+    nps_responses: int = 0
+    nps_negative: int = 0
+    last_nps_score: float = -1.0
+    offers_accepted: int = 0
+    offers_declined: int = 0
 
 
 class CustomerOut(BaseModel):
@@ -282,6 +301,9 @@ class DecisionIn(BaseModel):
     placement: str = Field("", max_length=64)
     channels: list[ChannelName] = Field(default_factory=list)
     limit: int = Field(3, ge=1, le=50)
+    dispatch: bool = Field(False, description="Send the top action through governance (trigger evaluation).")
+    idempotency_key: str = Field("", max_length=200, description="Required with dispatch.")
+    journey_id: str = Field("", max_length=128)
 
 
 class MessageIn(BaseModel):
@@ -302,6 +324,11 @@ class MessageOut(BaseModel):
     suppressed: list[SuppressedOut]
     provider: str
     rule: str = Field("", description="The rule that suppressed the send, when it was suppressed.")
+    deliver_after: datetime | None = Field(None, description="Held for quiet hours: released at this time.")
+
+
+class DecisionOut(NextBestActionsOut):
+    send: MessageOut | None = Field(None, description="With dispatch: what happened to the top action.")
 
 
 # --- offers --------------------------------------------------------------------------------------

@@ -13,13 +13,14 @@ from retain_kit.protoconv import to_struct, to_timestamp
 from retain_gateway.auth import require
 from retain_gateway.convert import enum_value, to_json
 from retain_gateway.domain.apikey import Principal
+from retain_gateway.errors import ApiError
 from retain_gateway.roles import Action
 from retain_gateway.schemas import (
     DecisionIn,
+    DecisionOut,
     ErrorOut,
     MessageIn,
     MessageOut,
-    NextBestActionsOut,
     OfferIn,
     OfferOut,
     OffersOut,
@@ -33,13 +34,38 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/v1/decisions", response_model=NextBestActionsOut, responses=_ERRORS)
+@router.post("/v1/decisions", response_model=DecisionOut, responses=_ERRORS)
 async def decide(
     body: DecisionIn,
     principal: Annotated[Principal, Depends(require(Action.CREATE_DECISION))],
     state: State,
 ) -> Any:
-    """Run the decision pipeline now (contact-centre request or trigger evaluation)."""
+    """Run the decision pipeline now (contact-centre request or trigger evaluation); with
+    `dispatch`, the top action is sent through the same governance as any other send."""
+    if body.dispatch:
+        if body.placement:
+            raise ApiError(422, "dispatch sends a message; use channels, not placement", field="placement")
+        if not body.idempotency_key:
+            raise ApiError(422, "idempotency_key is required with dispatch", field="idempotency_key")
+        evaluated = await state.decision.EvaluateTrigger(
+            decision_pb2.EvaluateTriggerRequest(
+                workspace_id=principal.workspace_id,
+                customer_id=body.customer_id,
+                channels=[channel_value(c) for c in body.channels],
+                limit=body.limit,
+                trigger="journey" if body.journey_id else "trigger",
+                journey_id=body.journey_id,
+                dispatch=True,
+                idempotency_key=body.idempotency_key,
+                actor=principal.key_id,
+            ),
+            timeout=state.timeout,
+        )
+        out = to_json(evaluated.decision)
+        sent = to_json(evaluated.send)
+        sent["rule"] = evaluated.send.suppressed[0].rule if evaluated.send.suppressed else ""
+        out["send"] = sent
+        return out
     response = await state.decision.GetNextBestActions(
         decision_pb2.GetNextBestActionsRequest(
             workspace_id=principal.workspace_id,
