@@ -61,7 +61,7 @@ def instrument_engine(engine: AsyncEngine) -> None:
     from opentelemetry.metrics import get_meter
 
     usage = get_meter(scope).create_up_down_counter("db.client.connections.usage", unit="connections")
-    EngineTracer(trace.get_tracer(scope), engine.sync_engine, usage)
+    EngineTracer(trace.get_tracer(scope), engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:

@@ -71,8 +71,16 @@ async def build(settings: Settings, endpoints: Endpoints | None = None, *, clock
         # Governance is fail-closed: caps that cannot be counted across replicas are not caps.
         raise SystemExit("decision needs REDIS_URL for frequency caps (or RETAIN_DECISION_SINGLE_PROCESS_CAPS=true)")
     audit = GrpcAuditSink(audit_pb2_grpc.AuditServiceStub(channels["audit"]), timeout=timeout)
-    catalogue = Catalogue(sessions, audit, seed_demo=settings.seed_demo_catalogue, clock=clock)
-    policies = Policies(sessions, audit, defaults=default_policy(settings), clock=clock)
+    catalogue = Catalogue(
+        sessions,
+        audit,
+        seed_demo=settings.seed_demo_catalogue,
+        clock=clock,
+        cache_seconds=settings.config_cache_seconds,
+    )
+    policies = Policies(
+        sessions, audit, defaults=default_policy(settings), clock=clock, cache_seconds=settings.config_cache_seconds
+    )
     decisions = Decisions(
         catalogue,
         policies=policies,

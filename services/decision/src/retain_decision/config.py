@@ -27,6 +27,8 @@ class Settings(KitSettings):
     seed_demo_catalogue: bool = True
     # Count caps in process memory when no Redis is configured (single-process deployments and tests only).
     single_process_caps: bool = False
+    # Offers and the policy are read on every decision: cache them this long per replica (0 = always read).
+    config_cache_seconds: float = 2.0
 
     def contact_costs(self) -> dict[str, float]:
         return {

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from retain_kit.cache import TtlCache
 from retain_kit.errors import FailedPrecondition, InvalidArgument, NotFound, RetainError, Unavailable
 from retain_kit.protoconv import utcnow
 from sqlalchemy.exc import IntegrityError
@@ -83,6 +84,7 @@ class Catalogue:
         *,
         seed_demo: bool,
         clock: Clock = utcnow,
+        cache_seconds: float = 0.0,
     ) -> None:
         self.sessions = sessions
         self.audit = audit
@@ -91,6 +93,8 @@ class Catalogue:
         # SQLite has no row locks: serialise writers within the process; PostgreSQL locks the row.
         self._lock = asyncio.Lock()
         self._seeded: set[str] = set()
+        # Active offers are read on every decision; other replicas' changes show within `cache_seconds`.
+        self._active = TtlCache[list[Offer]](cache_seconds)
 
     async def upsert(self, workspace_id: str, offer: Offer, *, actor: str) -> Offer:
         _require(workspace_id, "workspace_id")
@@ -118,6 +122,7 @@ class Catalogue:
                             ),
                         )
                         await session.commit()
+                        self._active.forget(workspace_id)
                         return stored
                     except IntegrityError:
                         await session.rollback()
@@ -125,9 +130,14 @@ class Catalogue:
 
     async def offers(self, workspace_id: str, *, include_inactive: bool) -> list[Offer]:
         _require(workspace_id, "workspace_id")
+        if not include_inactive and (cached := self._active.get(workspace_id)) is not None:
+            return cached
         await self.ensure_seeded(workspace_id)
         async with self.sessions() as session:
-            return await OfferRepository(session).list_offers(workspace_id, include_inactive=include_inactive)
+            offers = await OfferRepository(session).list_offers(workspace_id, include_inactive=include_inactive)
+        if not include_inactive:
+            self._active.put(workspace_id, offers)
+        return offers
 
     async def get(self, workspace_id: str, offer_id: str) -> Offer | None:
         await self.ensure_seeded(workspace_id)
@@ -179,12 +189,15 @@ class Policies:
         *,
         defaults: GovernancePolicy,
         clock: Clock = utcnow,
+        cache_seconds: float = 0.0,
     ) -> None:
         self.sessions = sessions
         self.audit = audit
         self.defaults = defaults
         self.clock = clock
         self._lock = asyncio.Lock()
+        # The current policy is read on every decision; other replicas' changes show within `cache_seconds`.
+        self._current = TtlCache[GovernancePolicy](cache_seconds)
 
     async def get(self, workspace_id: str, *, version: int = 0) -> GovernancePolicy:
         _require(workspace_id, "workspace_id")
@@ -197,7 +210,11 @@ class Policies:
                 if found is None:
                     raise NotFound(f"policy version {version} not found", field="version")
                 return found
-            return await repo.current(workspace_id) or self.defaults
+            if (cached := self._current.get(workspace_id)) is not None:
+                return cached
+            current = await repo.current(workspace_id) or self.defaults
+        self._current.put(workspace_id, current)
+        return current
 
     async def set(
         self, workspace_id: str, policy: GovernancePolicy, *, actor: str, expected_version: int = 0
@@ -228,6 +245,7 @@ class Policies:
                             ),
                         )
                         await session.commit()
+                        self._current.forget(workspace_id)
                         return stored
                     except IntegrityError:
                         await session.rollback()
