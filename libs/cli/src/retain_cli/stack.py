@@ -98,12 +98,21 @@ class Stack:
     def migrate(self) -> None:
         """Run every service's migrations (a step before serving, as in production)."""
         env = self.env()
-        for name in (*GRPC_SERVICES, "gateway"):
-            done = subprocess.run(
-                [sys.executable, "-m", f"retain_{name}", "migrate"], env=env, capture_output=True, text=True
+        # Each service owns its own database (or schema), so their migrations can run side by side.
+        running = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", f"retain_{name}", "migrate"], env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
-            if done.returncode != 0:
-                raise RuntimeError(f"migrating {name} failed:\n{done.stderr[-4000:]}")
+            for name in (*GRPC_SERVICES, "gateway")
+        }
+        failed = []
+        for name, proc in running.items():
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                failed.append(f"{name}:\n{err[-4000:]}")
+        if failed:
+            raise RuntimeError("migrations failed: " + "\n".join(failed))
 
     def start(self, *, timeout: float = 60.0) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
