@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 SYNC = $(UV) sync --all-packages --frozen --quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap run test test-fast bench protos protos-check lint migrate
+.PHONY: help bootstrap browser run test test-fast bench protos protos-check lint migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -13,10 +13,16 @@ bootstrap: ## Install uv (from PyPI) if missing and sync the workspace
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(SYNC)
 
+browser: ## Debian's Chromium + driver for the console browser test (skipped when they cannot be installed)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "chromium not installed: the console browser test will be skipped"; }
+
 run: bootstrap ## Start the whole suite on the embedded default with demo data (Ctrl-C stops)
 	$(UV) run --frozen retain up
 
-test: bootstrap ## Unit, integration (PostgreSQL/Redis when RETAIN_DATABASE_URL/REDIS_URL are set) and e2e tests
+test: bootstrap browser ## Unit, integration (PostgreSQL/Redis when RETAIN_DATABASE_URL/REDIS_URL are set) and e2e tests
 	$(UV) run --frozen pytest -q
 
 test-fast: bootstrap ## Unit tests only

@@ -117,5 +117,10 @@ def channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target,
         interceptors=telemetry.client_interceptors(),
-        options=[("grpc.service_config", service_config), ("grpc.enable_retries", 1)],
+        # round_robin spreads calls over every address a name resolves to (headless Services, replicas).
+        options=[
+            ("grpc.service_config", service_config),
+            ("grpc.enable_retries", 1),
+            ("grpc.lb_policy_name", "round_robin"),
+        ],
     )

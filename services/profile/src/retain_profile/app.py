@@ -11,6 +11,7 @@ from retain_kit.db import create_engine, session_factory
 from retain_kit.grpcserver import Registration, channel
 from retain_kit.service_main import Built
 
+from retain_profile import analytics_server
 from retain_profile.audit_client import GrpcAuditSink
 from retain_profile.config import Settings
 from retain_profile.publisher import DisabledPublisher, RedisEventPublisher
@@ -40,13 +41,18 @@ async def build(settings: Settings, endpoints: Endpoints | None = None) -> Built
     registration = Registration(
         ProfileServicer(profiles), profile_pb2_grpc.add_ProfileServiceServicer_to_server, SERVICE_NAME
     )
+    analytics, close_analytics = analytics_server.build_registration(
+        session_factory(engine), audit_channel=audit_channel, scoring_addr=(endpoints or Endpoints()).scoring_addr,
+        timeout=settings.rpc_timeout_seconds,
+    )
 
     async def on_stop() -> None:
         republisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await republisher
         await publisher.close()
+        await close_analytics()
         await audit_channel.close()
         await engine.dispose()
 
-    return [registration], on_stop
+    return [registration, analytics], on_stop

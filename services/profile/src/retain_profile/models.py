@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from retain_kit.db import make_metadata
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 metadata = make_metadata()
@@ -51,7 +51,9 @@ class EventRow(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "message_id"),
         Index("ix_events_customer_time", "workspace_id", "customer_id", "timestamp", "id"),
-        Index("ix_events_published", "published", "id"),
+        # Events stored before the outbox existed may still await publishing; only those are indexed.
+        Index("ix_events_unpublished", "id", postgresql_where=text("published = false"),
+              sqlite_where=text("published = false")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -68,8 +70,20 @@ class EventRow(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # False until the event is on the Redis stream; the republisher picks these up.
+    # False until the event is on the Redis stream (events stored before the outbox; newer ones are tracked
+    # by an EventOutboxRow per batch and stored as True).
     published: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class EventOutboxRow(Base):
+    """A stored batch whose events are not yet on the Redis stream; deleted once they are."""
+
+    __tablename__ = "event_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    event_ids: Mapped[list[int]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class FeaturesRow(Base):

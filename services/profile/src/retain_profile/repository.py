@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from retain_kit.protoconv import aware
-from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_profile.domain.consent import ConsentRecord
 from retain_profile.domain.features import EventFact
-from retain_profile.domain.identity import CustomerRef, Identifier
+from retain_profile.domain.identity import LOOKUP_ORDER, CustomerRef, Identifier
 from retain_profile.models import (
     ConsentHistoryRow,
     ConsentRow,
     CustomerRow,
     ErasureRow,
+    EventOutboxRow,
     EventRow,
     FeaturesRow,
     IdentifierRow,
@@ -25,6 +28,13 @@ from retain_profile.models import (
     SegmentRow,
     WorkspaceSettingsRow,
 )
+
+# Core tables for the hot paths (no ORM unit of work or identity map).
+CUSTOMERS = cast(Table, CustomerRow.__table__)
+IDENTIFIERS = cast(Table, IdentifierRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
+FEATURES = cast(Table, FeaturesRow.__table__)
+OUTBOX = cast(Table, EventOutboxRow.__table__)
 
 # Merged-away ids can chain (a merged into b, b into c); this bounds the walk.
 MAX_MERGE_HOPS = 16
@@ -48,16 +58,29 @@ class ProfileRepository:
 
     # customers and identifiers
 
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
     async def owners(self, workspace_id: str, identifiers: Iterable[Identifier]) -> dict[Identifier, str]:
         keys = [(i.kind, i.value) for i in identifiers]
         if not keys:
             return {}
-        stmt = select(IdentifierRow).where(
-            IdentifierRow.workspace_id == workspace_id,
-            tuple_(IdentifierRow.kind, IdentifierRow.value).in_(keys),
+        if self.dialect == "postgresql":
+            # One index probe per key whatever the (possibly stale) statistics say: a long IN list on a
+            # young table is otherwise planned as a scan of the whole workspace.
+            probe = text(
+                "SELECT m.kind, m.value, o.customer_id FROM unnest(CAST(:kinds AS TEXT[]), CAST(:vals AS TEXT[]))"
+                " AS m(kind, value) CROSS JOIN LATERAL (SELECT customer_id FROM customer_identifiers i"
+                " WHERE i.workspace_id = :ws AND i.kind = m.kind AND i.value = m.value LIMIT 1) o"
+            )
+            params = {"ws": workspace_id, "kinds": [k for k, _ in keys], "vals": [v for _, v in keys]}
+            return {Identifier(k, v): cid for k, v, cid in (await self.session.execute(probe, params)).all()}
+        t = IDENTIFIERS
+        stmt = select(t.c.kind, t.c.value, t.c.customer_id).where(
+            t.c.workspace_id == workspace_id, tuple_(t.c.kind, t.c.value).in_(keys)
         )
-        rows = (await self.session.execute(stmt)).scalars()
-        return {Identifier(r.kind, r.value): r.customer_id for r in rows}
+        return {Identifier(k, v): cid for k, v, cid in (await self.session.execute(stmt)).all()}
 
     async def identifiers_of(self, workspace_id: str, customer_id: str) -> list[Identifier]:
         stmt = (
@@ -88,6 +111,41 @@ class ProfileRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def lock_customer_states(
+        self, workspace_id: str, customer_ids: Iterable[str]
+    ) -> list[tuple[str, datetime, dict[str, Any], dict[str, str]]]:
+        """(id, created_at, traits, trait_times) of these customers as plain rows, row-locked (PostgreSQL) in id
+        order so concurrent ingests never deadlock on them."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return []
+        t = CUSTOMERS
+        stmt = (
+            select(t.c.customer_id, t.c.created_at, t.c.traits, t.c.trait_times)
+            .where(t.c.workspace_id == workspace_id, t.c.customer_id.in_(ids))
+            .order_by(t.c.customer_id)
+            .with_for_update()
+        )
+        return [(cid, aware(at), traits or {}, times or {}) for cid, at, traits, times in
+                (await self.session.execute(stmt)).all()]
+
+    async def insert_customers(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(CUSTOMERS), rows)
+
+    async def update_customer_traits(self, rows: list[dict[str, Any]]) -> None:
+        """Executemany UPDATE of traits by id; rows hold b_id, traits, trait_times, updated_at."""
+        if not rows:
+            return
+        t = CUSTOMERS
+        stmt = (
+            update(t)
+            .where(t.c.customer_id == bindparam("b_id"))
+            .values(traits=bindparam("traits"), trait_times=bindparam("trait_times"),
+                    updated_at=bindparam("updated_at"))
+        )
+        await self.session.execute(stmt, rows)
+
     async def customer(self, workspace_id: str, customer_id: str, *, for_update: bool = False) -> CustomerRow | None:
         stmt = select(CustomerRow).where(
             CustomerRow.workspace_id == workspace_id, CustomerRow.customer_id == customer_id
@@ -104,6 +162,54 @@ class ProfileRepository:
                 return row
             row = await self.customer(workspace_id, row.merged_into)
         return None
+
+    async def profile_rows(
+        self, workspace_id: str, *, customer_id: str | None, candidates: Sequence[Identifier]
+    ) -> list[Any]:
+        """Everything a profile read needs in one round trip: the live customer behind `customer_id` or the
+        first of `candidates` (in lookup order), merges followed, with its summary, identifiers and consents.
+
+        Rows are (part, a, b, c, d, e, f, at): part 0 customer (id, traits json, erased_at), 1 summary json,
+        2 identifier (kind, value), 3 consent (channel, purpose, status, source, basis, version, updated_at)."""
+        params: dict[str, Any] = {"ws": workspace_id, "ref": customer_id}
+        matches = []
+        for n, ident in enumerate(candidates):
+            params[f"k{n}"], params[f"v{n}"] = ident.kind, ident.value
+            matches.append(f"(kind = :k{n} AND value = :v{n})")
+        ranks = " ".join(f"WHEN '{kind}' THEN {n + 1}" for n, kind in enumerate(LOOKUP_ORDER))
+        by_identifier = (
+            f" UNION ALL SELECT customer_id, CASE kind {ranks} ELSE 99 END FROM customer_identifiers"
+            f" WHERE workspace_id = :ws AND ({' OR '.join(matches)})"
+            if matches else ""
+        )
+        sql = f"""
+WITH RECURSIVE
+start_ids(customer_id, pri) AS (
+  SELECT customer_id, 0 FROM customers WHERE workspace_id = :ws AND customer_id = :ref{by_identifier}
+),
+first_id(customer_id) AS (SELECT customer_id FROM start_ids ORDER BY pri LIMIT 1),
+chain(customer_id, merged_into, depth) AS (
+  SELECT c.customer_id, c.merged_into, 0 FROM customers c JOIN first_id f ON c.customer_id = f.customer_id
+  WHERE c.workspace_id = :ws
+  UNION ALL
+  SELECT c.customer_id, c.merged_into, chain.depth + 1 FROM customers c JOIN chain ON c.customer_id = chain.merged_into
+  WHERE c.workspace_id = :ws AND chain.depth < {MAX_MERGE_HOPS}
+),
+live(customer_id) AS (SELECT customer_id FROM chain WHERE merged_into IS NULL LIMIT 1)
+SELECT 0 AS part, c.customer_id AS a, CAST(c.traits AS TEXT) AS b, NULL AS c, NULL AS d, NULL AS e, NULL AS f,
+       c.erased_at AS at
+  FROM customers c JOIN live l ON c.customer_id = l.customer_id
+UNION ALL
+SELECT 1, NULL, CAST(s.summary AS TEXT), NULL, NULL, NULL, NULL, NULL
+  FROM customer_features s JOIN live l ON s.customer_id = l.customer_id
+UNION ALL
+SELECT 2, i.kind, i.value, NULL, NULL, NULL, NULL, NULL
+  FROM customer_identifiers i JOIN live l ON i.customer_id = l.customer_id WHERE i.workspace_id = :ws
+UNION ALL
+SELECT 3, n.channel, n.purpose, n.status, n.source, n.lawful_basis, n.policy_version, n.updated_at
+  FROM consents n JOIN live l ON n.customer_id = l.customer_id WHERE n.workspace_id = :ws
+ORDER BY 1, 2, 3"""
+        return list((await self.session.execute(text(sql), params)).all())
 
     async def customer_refs(self, workspace_id: str, customer_ids: Iterable[str]) -> list[CustomerRef]:
         stmt = select(CustomerRow.customer_id, CustomerRow.created_at).where(
@@ -147,8 +253,17 @@ class ProfileRepository:
     async def known_message_ids(self, workspace_id: str, message_ids: Sequence[str]) -> dict[str, str]:
         if not message_ids:
             return {}
-        stmt = select(EventRow.message_id, EventRow.customer_id).where(
-            EventRow.workspace_id == workspace_id, EventRow.message_id.in_(list(message_ids))
+        if self.dialect == "postgresql":
+            # See owners(): per-id probes of the unique index, robust to stale statistics.
+            probe = text(
+                "SELECT m.id, o.customer_id FROM unnest(CAST(:ids AS TEXT[])) AS m(id) CROSS JOIN LATERAL"
+                " (SELECT customer_id FROM events e WHERE e.workspace_id = :ws AND e.message_id = m.id LIMIT 1) o"
+            )
+            rows = await self.session.execute(probe, {"ws": workspace_id, "ids": list(message_ids)})
+            return {mid: cid for mid, cid in rows.all()}
+        t = EVENTS
+        stmt = select(t.c.message_id, t.c.customer_id).where(
+            t.c.workspace_id == workspace_id, t.c.message_id.in_(list(message_ids))
         )
         return {mid: cid for mid, cid in (await self.session.execute(stmt)).all()}
 
@@ -186,6 +301,25 @@ class ProfileRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def add_outbox(self, workspace_id: str, event_ids: list[int], *, now: datetime) -> int:
+        stmt = insert(OUTBOX).returning(OUTBOX.c.id)
+        row_id = (await self.session.execute(
+            stmt, {"workspace_id": workspace_id, "event_ids": event_ids, "created_at": now}
+        )).scalar_one()
+        return int(row_id)
+
+    async def remove_outbox(self, outbox_id: int) -> None:
+        await self.session.execute(delete(OUTBOX).where(OUTBOX.c.id == outbox_id))
+
+    async def outbox(self, *, created_before: datetime, limit: int) -> list[tuple[int, list[int]]]:
+        stmt = (
+            select(OUTBOX.c.id, OUTBOX.c.event_ids)
+            .where(OUTBOX.c.created_at <= created_before)
+            .order_by(OUTBOX.c.id)
+            .limit(limit)
+        )
+        return [(row_id, list(ids or [])) for row_id, ids in (await self.session.execute(stmt)).all()]
+
     async def mark_published(self, ids: Sequence[int]) -> None:
         if ids:
             await self.session.execute(update(EventRow).where(EventRow.id.in_(list(ids))).values(published=True))
@@ -207,31 +341,38 @@ class ProfileRepository:
         ids = sorted(set(customer_ids))
         if not ids:
             return {}
+        t = FEATURES
         stmt = (
-            select(FeaturesRow.customer_id, FeaturesRow.summary)
-            .where(FeaturesRow.workspace_id == workspace_id, FeaturesRow.customer_id.in_(ids))
-            .order_by(FeaturesRow.customer_id)
+            select(t.c.customer_id, t.c.summary)
+            .where(t.c.workspace_id == workspace_id, t.c.customer_id.in_(ids))
+            .order_by(t.c.customer_id)
             .with_for_update()
         )
         return {cid: summary or {} for cid, summary in (await self.session.execute(stmt)).all()}
 
-    async def write_features(self, *, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
-        """Bulk INSERT of new feature rows and executemany UPDATE by primary key of existing ones."""
-        if inserts:
-            await self.session.execute(insert(FeaturesRow), inserts)
-        if updates:
-            await self.session.execute(update(FeaturesRow), updates)
+    async def upsert_features(self, rows: list[dict[str, Any]]) -> None:
+        """One INSERT ... ON CONFLICT DO UPDATE for every touched customer's feature row (Core, no ORM)."""
+        if not rows:
+            return
+        t = FEATURES
+        stmt = (pg_insert(t) if self.dialect == "postgresql" else sqlite_insert(t))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.customer_id],
+            set_={name: stmt.excluded[name] for name in ("summary", "features", "lifecycle_stage", "updated_at")},
+        )
+        await self.session.execute(stmt, rows)
 
     async def insert_identifiers(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            await self.session.execute(insert(IdentifierRow), rows)
+            await self.session.execute(insert(IDENTIFIERS), rows)
 
     async def insert_events(self, rows: list[dict[str, Any]]) -> list[int]:
-        """One multi-row INSERT ... RETURNING id; ids come back in the order of `rows`."""
+        """One multi-row INSERT ... RETURNING id (Core); ids come back in the order of `rows`."""
         if not rows:
             return []
-        stmt = insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True)
-        return list((await self.session.scalars(stmt, rows)).all())
+        t = EVENTS
+        stmt = insert(t).returning(t.c.id, sort_by_parameter_order=True)
+        return list((await self.session.execute(stmt, rows)).scalars().all())
 
     async def summaries(self, workspace_id: str, *, chunk: int = 1000) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Every live customer's stored feature summary (merged-away customers have none)."""

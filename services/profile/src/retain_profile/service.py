@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import logging
 import time
 import uuid
@@ -15,7 +17,7 @@ from typing import Any
 
 from retain_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from retain_kit.protoconv import aware, utcnow
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retain_profile.domain import consent as consent_rules
@@ -35,6 +37,7 @@ from retain_profile.domain.features import (
 from retain_profile.domain.identity import (
     CUSTOMER_PREFIX,
     LOOKUP_ORDER,
+    CustomerRef,
     Identifier,
     choose_survivor,
     combine_traits,
@@ -147,6 +150,20 @@ class ConsentChangeInput:
 
 
 @dataclass
+class _Customer:
+    """A customer as one ingest transaction sees it: plain values, written back in bulk at the end."""
+
+    customer_id: str
+    created_at: datetime
+    traits: dict[str, Any]
+    trait_times: dict[str, str]
+    # Not in the database yet (created by this batch).
+    new: bool = False
+    # Traits changed since loaded (or since inserted).
+    dirty: bool = False
+
+
+@dataclass
 class _Batch:
     """Bookkeeping for one ingest transaction."""
 
@@ -166,8 +183,12 @@ class _Batch:
     owners: dict[Identifier, str] = field(default_factory=dict)
     # Identifiers looked up already: absent from `owners` means nobody owned them.
     looked_up: set[Identifier] = field(default_factory=set)
-    # Customer rows loaded (and locked) or created in this batch.
-    customers: dict[str, CustomerRow] = field(default_factory=dict)
+    # The outbox row standing for this batch's events until they are on the stream.
+    outbox_id: int | None = None
+    # Customers created by this batch (their feature rows are new too).
+    created: set[str] = field(default_factory=set)
+    # Customers loaded (and locked) or created in this batch.
+    customers: dict[str, _Customer] = field(default_factory=dict)
 
     def final(self, customer_id: str) -> str:
         while customer_id in self.merged:
@@ -196,6 +217,18 @@ class Profiles:
         # row locks and unique constraints, retrying the batch when they lose a race.
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._config: dict[str, WorkspaceConfig] = {}
+        engine = sessions.kw.get("bind")
+        # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
+        self._reads = (
+            async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+            if engine is not None else sessions
+        )
+        self._serialise_ingest = engine is None or engine.dialect.name != "postgresql"
+
+    def _ingest_lock(self, workspace_id: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """SQLite has no row locks, so its writers take turns per workspace; on PostgreSQL batches run
+        concurrently, serialised by customer row locks and unique constraints (the loser retries)."""
+        return self._locks[workspace_id] if self._serialise_ingest else contextlib.nullcontext()
 
     # ingestion
 
@@ -205,15 +238,19 @@ class Profiles:
             raise InvalidArgument(f"at most {MAX_BATCH} events per batch", field="events")
         now = utcnow()
         checked = [validate(e, now=now, country_code=self.country_code) for e in events]
-        async with self._locks[workspace_id]:
+        async with self._ingest_lock(workspace_id):
             for attempt in range(WRITE_ATTEMPTS):
                 try:
                     results, batch = await self._ingest_once(workspace_id, events, checked, now=now)
                     break
-                except IntegrityError:
-                    # Another replica stored one of these events or identifiers first; the retry sees it.
+                except (IntegrityError, OperationalError, DBAPIError) as exc:
+                    # Another batch stored one of these events or identifiers first (the retry sees it), or
+                    # two merges locked the same customers in opposite orders (PostgreSQL broke the deadlock).
+                    if not _retryable(exc):
+                        raise
                     if attempt == WRITE_ATTEMPTS - 1:
                         raise Unavailable("concurrent writes kept conflicting; retry the batch") from None
+                    await asyncio.sleep(0.005 * (attempt + 1))
         await self._publish(workspace_id, batch)
         return results
 
@@ -236,8 +273,7 @@ class Profiles:
             wanted = {i for _, c in valid if c.source.message_id not in known for i in c.identifiers}
             batch.owners = await repo.owners(workspace_id, wanted)
             batch.looked_up = set(wanted)
-            for row in await repo.lock_customers(workspace_id, batch.owners.values()):
-                batch.customers[row.customer_id] = row
+            await self._load_customers(repo, batch, batch.owners.values())
             first_in_batch: dict[str, int] = {}
             merged_by: dict[int, tuple[str, ...]] = {}
             for index, item in enumerate(checked):
@@ -252,12 +288,15 @@ class Profiles:
                     first_in_batch[message_id] = index
                     merged_by[index] = await self._store(repo, batch, index, item)
             await self._write_identifiers(repo, batch)
+            await self._write_customers(repo, batch)
             for _, values in batch.stored:
                 # Events stored before their customer was merged away in this batch go to the survivor.
                 values["customer_id"] = batch.final(values["customer_id"])
             ids = await repo.insert_events([values for _, values in batch.stored])
             for (_, values), row_id in zip(batch.stored, ids, strict=True):
                 values["id"] = row_id
+            if self.publisher.enabled and ids:
+                batch.outbox_id = await repo.add_outbox(workspace_id, ids, now=now)
             await self._refresh_features(repo, batch)
             await session.commit()
         owner = {values["message_id"]: values["customer_id"] for _, values in batch.stored}
@@ -273,11 +312,34 @@ class Profiles:
                 results[index] = ItemResult(index, message_id, "duplicate", customer_id=owner[message_id])
         return [r for r in results if r is not None], batch
 
+    async def _load_customers(self, repo: ProfileRepository, batch: _Batch, customer_ids: Any) -> None:
+        wanted = set(customer_ids) - batch.customers.keys()
+        for cid, created_at, traits, times in await repo.lock_customer_states(batch.workspace_id, wanted):
+            batch.customers[cid] = _Customer(cid, created_at, dict(traits), dict(times))
+
+    async def _write_customers(self, repo: ProfileRepository, batch: _Batch) -> None:
+        """Inserts customers created so far and writes back changed traits (merges need them in place)."""
+        ws, now = batch.workspace_id, batch.now
+        created = [c for c in batch.customers.values() if c.new]
+        await repo.insert_customers([
+            {"customer_id": c.customer_id, "workspace_id": ws, "created_at": c.created_at, "updated_at": now,
+             "merged_into": None, "traits": c.traits, "trait_times": c.trait_times}
+            for c in created
+        ])
+        changed = [c for c in batch.customers.values() if c.dirty and not c.new]
+        await repo.update_customer_traits([
+            {"b_id": c.customer_id, "traits": c.traits, "trait_times": c.trait_times, "updated_at": now}
+            for c in changed
+        ])
+        for c in batch.customers.values():
+            c.new = c.dirty = False
+
     async def _store(self, repo: ProfileRepository, batch: _Batch, index: int, item: ValidEvent) -> tuple[str, ...]:
         customer, merged = await self._resolve(repo, batch, item)
         if item.traits:
             traits, times = merge_traits(customer.traits, customer.trait_times, item.traits, at=item.timestamp)
-            customer.traits, customer.trait_times, customer.updated_at = traits, times, batch.now
+            if traits != customer.traits or times != customer.trait_times:
+                customer.traits, customer.trait_times, customer.dirty = traits, times, True
         src = item.source
         values = {
             "workspace_id": batch.workspace_id,
@@ -288,12 +350,13 @@ class Profiles:
             "user_id": src.user_id,
             "anonymous_id": src.anonymous_id,
             "previous_id": src.previous_id,
-            "properties": dict(src.properties),
-            "traits": dict(src.traits),
-            "context": dict(src.context),
+            "properties": src.properties,
+            "traits": src.traits,
+            "context": src.context,
             "timestamp": item.timestamp,
             "received_at": batch.now,
-            "published": not self.publisher.enabled,
+            # Publishing is tracked per batch by the outbox row, not per event.
+            "published": True,
         }
         batch.stored.append((index, values))
         batch.pending[customer.customer_id].append(
@@ -303,7 +366,7 @@ class Profiles:
 
     async def _resolve(
         self, repo: ProfileRepository, batch: _Batch, item: ValidEvent
-    ) -> tuple[CustomerRow, tuple[str, ...]]:
+    ) -> tuple[_Customer, tuple[str, ...]]:
         """The customer an event belongs to: found by any identifier, created, or the survivor of a merge."""
         ws = batch.workspace_id
         identifiers = list(item.identifiers)
@@ -318,11 +381,15 @@ class Profiles:
         owner_ids = sorted(set(owners.values()))
         merged: tuple[str, ...] = ()
         if not owner_ids:
-            customer = await repo.create_customer(ws, f"{CUSTOMER_PREFIX}{uuid.uuid4().hex}", now=batch.now)
+            customer = _Customer(f"{CUSTOMER_PREFIX}{uuid.uuid4().hex}", batch.now, {}, {}, new=True)
             batch.customers[customer.customer_id] = customer
+            batch.created.add(customer.customer_id)
         else:
             if len(owner_ids) > 1:
-                survivor_ref = choose_survivor(await repo.customer_refs(ws, owner_ids))
+                await self._load_customers(repo, batch, owner_ids)
+                survivor_ref = choose_survivor(
+                    [CustomerRef(c, batch.customers[c].created_at) for c in owner_ids if c in batch.customers]
+                )
                 losers = tuple(c for c in owner_ids if c != survivor_ref.customer_id)
                 reason = f"event {item.source.message_id} links " + ", ".join(
                     f"{i.kind}" for i in identifiers if i in owners
@@ -331,10 +398,11 @@ class Profiles:
                     await self._merge(repo, batch, survivor=survivor_ref.customer_id, loser=loser, reason=reason)
                 merged = losers
                 owner_ids = [survivor_ref.customer_id]
-            found = batch.customers.get(owner_ids[0]) or await repo.customer(ws, owner_ids[0], for_update=True)
+            await self._load_customers(repo, batch, owner_ids[:1])
+            found = batch.customers.get(owner_ids[0])
             if found is None:
                 raise NotFound(f"customer {owner_ids[0]} vanished during ingest", field="customer_id")
-            customer = batch.customers[found.customer_id] = found
+            customer = found
         new = [i for i in identifiers if i not in owners]
         for ident in new:
             batch.new_identifiers.append(
@@ -351,16 +419,17 @@ class Profiles:
 
     async def _merge(self, repo: ProfileRepository, batch: _Batch, *, survivor: str, loser: str, reason: str) -> None:
         ws = batch.workspace_id
-        # The merge re-homes the loser's identifiers in the database, so they must be there first.
+        # The merge re-homes the loser's identifiers and rows in the database, so they must be there first.
         await self._write_identifiers(repo, batch)
-        keep = await repo.customer(ws, survivor, for_update=True)
-        gone = await repo.customer(ws, loser, for_update=True)
+        await self._load_customers(repo, batch, (survivor, loser))
+        await self._write_customers(repo, batch)
+        keep, gone = batch.customers.get(survivor), batch.customers.get(loser)
         if keep is None or gone is None:
             raise NotFound("customer vanished during merge", field="customer_id")
         keep.traits, keep.trait_times = combine_traits(
             (keep.traits, keep.trait_times), (gone.traits, gone.trait_times)
         )
-        keep.updated_at = batch.now
+        keep.dirty = True
         states = consent_rules.merge_states(
             [consent_record(r) for r in await repo.consents(ws, survivor)],
             [consent_record(r) for r in await repo.consents(ws, loser)],
@@ -383,9 +452,10 @@ class Profiles:
         ws = batch.workspace_id
         config = await self._workspace_config(repo, ws)
         touched = sorted(set(batch.pending) | batch.rebuild)
-        stored = await repo.lock_summaries(ws, touched)
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        # Created by this batch: nothing stored to read (or lock).
+        stored = await repo.lock_summaries(ws, [c for c in touched if c not in batch.created])
+        rows: list[dict[str, Any]] = []
+        as_of = batch.now.isoformat()
         for customer_id in touched:
             existing = stored.get(customer_id)
             if customer_id in batch.rebuild:
@@ -397,16 +467,12 @@ class Profiles:
             # Only the stage is needed at write time (for the stage index); reads evaluate the full features
             # from the summary, so the per-event cost stays a fold plus one stage evaluation.
             stage = self._stage_now(summary, config)
-            values = {
-                "customer_id": customer_id, "summary": summary.to_json(),
-                "features": {"lifecycle_stage": stage, "as_of": batch.now.isoformat()},
+            rows.append({
+                "customer_id": customer_id, "workspace_id": ws, "summary": summary.to_json(),
+                "features": {"lifecycle_stage": stage, "as_of": as_of},
                 "lifecycle_stage": stage, "updated_at": batch.now,
-            }
-            if existing is None:
-                inserts.append({**values, "workspace_id": ws})
-            else:
-                updates.append(values)
-        await repo.write_features(inserts=inserts, updates=updates)
+            })
+        await repo.upsert_features(rows)
 
     def _features_now(self, summary: Summary, config: WorkspaceConfig) -> Features:
         now = utcnow()
@@ -438,18 +504,31 @@ class Profiles:
         return config
 
     async def _publish(self, workspace_id: str, batch: _Batch) -> None:
-        if not self.publisher.enabled or not batch.stored:
+        if not self.publisher.enabled or not batch.stored or batch.outbox_id is None:
             return
         rows = [values for _, values in batch.stored]
         if await self.publisher.publish([stream_event_from(workspace_id, values) for values in rows]):
-            async with self.sessions() as session:
-                await ProfileRepository(session).mark_published([values["id"] for values in rows])
-                await session.commit()
+            async with self._reads() as session:
+                await ProfileRepository(session).remove_outbox(batch.outbox_id)
 
     async def republish_pending(self, *, min_age: timedelta = timedelta(seconds=5), limit: int = 500) -> int:
         """Publish events Redis refused earlier; returns how many made it onto the streams."""
         if not self.publisher.enabled:
             return 0
+        published = 0
+        async with self.sessions() as session:
+            repo = ProfileRepository(session)
+            for outbox_id, event_ids in await repo.outbox(created_before=utcnow() - min_age, limit=limit):
+                events = await repo.events_by_ids(event_ids)
+                if not await self.publisher.publish([stream_event(r.workspace_id, r) for r in events]):
+                    await session.commit()
+                    return published
+                await repo.remove_outbox(outbox_id)
+                await session.commit()
+                published += len(events)
+        if published:
+            return published
+        # Events stored before the outbox existed carry their own flag.
         async with self.sessions() as session:
             repo = ProfileRepository(session)
             rows = await repo.unpublished(received_before=utcnow() - min_age, limit=limit)
@@ -553,10 +632,63 @@ class Profiles:
         return row
 
     async def profile(self, workspace_id: str, reference: str, identifier: Identifier | None = None) -> ProfileView:
-        async with self.sessions() as session:
+        view, _ = await self._read_profile(workspace_id, reference, identifier)
+        return view
+
+    async def _read_profile(
+        self, workspace_id: str, reference: str, identifier: Identifier | None = None
+    ) -> tuple[ProfileView, Summary]:
+        """Customer, summary, identifiers and consents in one statement (the hot read path)."""
+        _require_workspace(workspace_id)
+        if identifier is not None:
+            try:
+                value = normalise(identifier.kind, identifier.value, country_code=self.country_code)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field="identifier") from exc
+            customer_id, candidates, field_name = None, [Identifier(identifier.kind, value)], "identifier"
+        else:
+            reference = reference.strip()
+            if not reference:
+                raise InvalidArgument("customer_id or identifier is required", field="customer_id")
+            customer_id = reference if reference.startswith(CUSTOMER_PREFIX) else None
+            candidates = lookup_candidates(reference, country_code=self.country_code)
+            field_name = "customer_id"
+        async with self._reads() as session:
             repo = ProfileRepository(session)
-            customer = await self._customer(repo, workspace_id, reference, identifier)
-            return await self._view(repo, workspace_id, customer)
+            rows = await repo.profile_rows(workspace_id, customer_id=customer_id, candidates=candidates)
+            if not rows or rows[0][0] != 0:
+                raise NotFound("no customer with that id or identifier", field=field_name)
+            config = await self._workspace_config(repo, workspace_id)
+        _, cid, traits_json, _, _, _, _, erased_at = rows[0]
+        summary = Summary()
+        identifiers: list[Identifier] = []
+        consents: list[ConsentRecord] = []
+        for part, a, b, c, d, e, f, at in rows[1:]:
+            if part == 1:
+                summary = Summary.from_json(_json(b) or {})
+            elif part == 2:
+                identifiers.append(Identifier(a, b))
+            else:
+                consents.append(ConsentRecord(
+                    channel=a, purpose=b, status=c, source=d or "", lawful_basis=e or "", policy_version=f or "",
+                    updated_at=_datetime(at),
+                ))
+        traits = _json(traits_json) or {}
+        view = ProfileView(
+            customer_id=cid,
+            workspace_id=workspace_id,
+            identifiers=identifiers,
+            traits=traits,
+            events_count=summary.events_count,
+            first_seen=summary.first_seen,
+            last_seen=summary.last_seen,
+            features=self._features_now(summary, config),
+            consents=consents,
+            time_zone=str(traits.get("time_zone") or self.default_time_zone),
+            locale=str(traits.get("locale") or self.default_locale),
+            erased_at=_datetime(erased_at) if erased_at else None,
+        )
+        return view, summary
 
     async def _view(self, repo: ProfileRepository, workspace_id: str, customer: CustomerRow) -> ProfileView:
         cid = customer.customer_id
@@ -580,11 +712,8 @@ class Profiles:
         )
 
     async def features(self, workspace_id: str, reference: str) -> tuple[str, Features]:
-        async with self.sessions() as session:
-            repo = ProfileRepository(session)
-            customer = await self._customer(repo, workspace_id, reference)
-            features, _ = await self._stored_features(repo, workspace_id, customer.customer_id)
-        return customer.customer_id, features
+        view, _ = await self._read_profile(workspace_id, reference)
+        return view.customer_id, view.features
 
     async def _stored_features(
         self, repo: ProfileRepository, workspace_id: str, customer_id: str
@@ -878,6 +1007,23 @@ def _settings_view(row: WorkspaceSettingsRow | None) -> SettingsView:
     if row is None:
         return SettingsView(DEFAULT_THRESHOLDS)
     return SettingsView(LifecycleThresholds.from_json(row.lifecycle), aware(row.updated_at), row.updated_by)
+
+
+def _json(value: Any) -> Any:
+    """JSON columns read through a raw statement come back as text."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _datetime(value: Any) -> datetime:
+    """SQLite hands timestamps of raw statements back as text."""
+    return aware(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
+
+def _retryable(exc: Exception) -> bool:
+    """Unique-constraint races and deadlocks resolve on a retry; other database errors do not."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return "deadlock" in str(exc).lower() or "could not serialize" in str(exc).lower()
 
 
 def _require_workspace(workspace_id: str) -> None:

@@ -1061,3 +1061,419 @@ class SetPolicyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetPolicyResponse: _TypeAlias = SetPolicyResponse  # noqa: Y015
+
+@_typing.final
+class Journey(_message.Message):
+    """A journey definition: its JSON (trigger, entry, goal, holdout_share, steps) as a Struct, plus
+    the version and change metadata the service assigns.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    journey_id: _builtins.str
+    version: _builtins.int
+    active: _builtins.bool
+    updated_by: _builtins.str
+    @_builtins.property
+    def definition(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        journey_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        active: _builtins.bool = ...,
+        definition: _struct_pb2.Struct | None = ...,
+        updated_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "definition", b"definition", "journey_id", b"journey_id", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Journey: _TypeAlias = Journey  # noqa: Y015
+
+@_typing.final
+class UpsertJourneyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    actor: _builtins.str
+    template: _builtins.str
+    """Install a shipped template (see ListJourneyTemplates) instead of `definition`."""
+    @_builtins.property
+    def definition(self) -> _struct_pb2.Struct:
+        """The definition; ignored when `template` is set."""
+
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        definition: _struct_pb2.Struct | None = ...,
+        actor: _builtins.str = ...,
+        template: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "definition", b"definition", "template", b"template", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertJourneyRequest: _TypeAlias = UpsertJourneyRequest  # noqa: Y015
+
+@_typing.final
+class UpsertJourneyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def journey(self) -> Global___Journey: ...
+    def __init__(
+        self,
+        *,
+        journey: Global___Journey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["journey", b"journey"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journey", b"journey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertJourneyResponse: _TypeAlias = UpsertJourneyResponse  # noqa: Y015
+
+@_typing.final
+class ListJourneysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJourneysRequest: _TypeAlias = ListJourneysRequest  # noqa: Y015
+
+@_typing.final
+class ListJourneysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def journeys(self) -> _containers.RepeatedCompositeFieldContainer[Global___Journey]: ...
+    def __init__(
+        self,
+        *,
+        journeys: _abc.Iterable[Global___Journey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journeys", b"journeys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJourneysResponse: _TypeAlias = ListJourneysResponse  # noqa: Y015
+
+@_typing.final
+class GetJourneyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    journey_id: _builtins.str
+    version: _builtins.int
+    """0 = the current version."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        journey_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journey_id", b"journey_id", "version", b"version", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJourneyRequest: _TypeAlias = GetJourneyRequest  # noqa: Y015
+
+@_typing.final
+class GetJourneyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def journey(self) -> Global___Journey: ...
+    def __init__(
+        self,
+        *,
+        journey: Global___Journey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["journey", b"journey"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journey", b"journey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJourneyResponse: _TypeAlias = GetJourneyResponse  # noqa: Y015
+
+@_typing.final
+class ReasonCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasonCount: _TypeAlias = ReasonCount  # noqa: Y015
+
+@_typing.final
+class JourneyStepReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ENTERED_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    CONVERTED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    kind: _builtins.str
+    entered: _builtins.int
+    sent: _builtins.int
+    withheld: _builtins.int
+    """Holdout members who reached a send step and were not contacted."""
+    converted: _builtins.int
+    """Instances that reached this step and then converted."""
+    failed: _builtins.int
+    @_builtins.property
+    def suppressed(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasonCount]: ...
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        entered: _builtins.int = ...,
+        sent: _builtins.int = ...,
+        suppressed: _abc.Iterable[Global___ReasonCount] | None = ...,
+        withheld: _builtins.int = ...,
+        converted: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["converted", b"converted", "entered", b"entered", "failed", b"failed", "kind", b"kind", "sent", b"sent", "step_id", b"step_id", "suppressed", b"suppressed", "withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JourneyStepReport: _TypeAlias = JourneyStepReport  # noqa: Y015
+
+@_typing.final
+class JourneyReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENTERED_FIELD_NUMBER: _builtins.int
+    TREATED_FIELD_NUMBER: _builtins.int
+    HOLDOUT_FIELD_NUMBER: _builtins.int
+    CONVERTED_TREATED_FIELD_NUMBER: _builtins.int
+    CONVERTED_HOLDOUT_FIELD_NUMBER: _builtins.int
+    CONVERSION_TREATED_FIELD_NUMBER: _builtins.int
+    CONVERSION_HOLDOUT_FIELD_NUMBER: _builtins.int
+    LIFT_FIELD_NUMBER: _builtins.int
+    LIFT_CI_LOW_FIELD_NUMBER: _builtins.int
+    LIFT_CI_HIGH_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    EXITED_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    journey_id: _builtins.str
+    version: _builtins.int
+    entered: _builtins.int
+    treated: _builtins.int
+    holdout: _builtins.int
+    converted_treated: _builtins.int
+    converted_holdout: _builtins.int
+    conversion_treated: _builtins.float
+    conversion_holdout: _builtins.float
+    lift: _builtins.float
+    """Absolute lift (treated minus holdout conversion) with its 95% confidence interval
+    (two-proportion normal approximation); zeros when a group is empty.
+    """
+    lift_ci_low: _builtins.float
+    lift_ci_high: _builtins.float
+    active: _builtins.int
+    completed: _builtins.int
+    exited: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___JourneyStepReport]: ...
+    def __init__(
+        self,
+        *,
+        journey_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        entered: _builtins.int = ...,
+        treated: _builtins.int = ...,
+        holdout: _builtins.int = ...,
+        converted_treated: _builtins.int = ...,
+        converted_holdout: _builtins.int = ...,
+        conversion_treated: _builtins.float = ...,
+        conversion_holdout: _builtins.float = ...,
+        lift: _builtins.float = ...,
+        lift_ci_low: _builtins.float = ...,
+        lift_ci_high: _builtins.float = ...,
+        active: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        exited: _builtins.int = ...,
+        steps: _abc.Iterable[Global___JourneyStepReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "completed", b"completed", "conversion_holdout", b"conversion_holdout", "conversion_treated", b"conversion_treated", "converted_holdout", b"converted_holdout", "converted_treated", b"converted_treated", "entered", b"entered", "exited", b"exited", "holdout", b"holdout", "journey_id", b"journey_id", "lift", b"lift", "lift_ci_high", b"lift_ci_high", "lift_ci_low", b"lift_ci_low", "steps", b"steps", "treated", b"treated", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JourneyReport: _TypeAlias = JourneyReport  # noqa: Y015
+
+@_typing.final
+class GetJourneyReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    journey_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        journey_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journey_id", b"journey_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJourneyReportRequest: _TypeAlias = GetJourneyReportRequest  # noqa: Y015
+
+@_typing.final
+class GetJourneyReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___JourneyReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___JourneyReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJourneyReportResponse: _TypeAlias = GetJourneyReportResponse  # noqa: Y015
+
+@_typing.final
+class JourneyTemplate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    title: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def definition(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        title: _builtins.str = ...,
+        description: _builtins.str = ...,
+        definition: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "description", b"description", "name", b"name", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JourneyTemplate: _TypeAlias = JourneyTemplate  # noqa: Y015
+
+@_typing.final
+class ListJourneyTemplatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJourneyTemplatesRequest: _TypeAlias = ListJourneyTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class ListJourneyTemplatesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___JourneyTemplate]: ...
+    def __init__(
+        self,
+        *,
+        templates: _abc.Iterable[Global___JourneyTemplate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJourneyTemplatesResponse: _TypeAlias = ListJourneyTemplatesResponse  # noqa: Y015

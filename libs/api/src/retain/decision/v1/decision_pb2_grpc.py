@@ -75,6 +75,31 @@ class DecisionServiceStub:
                 request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyRequest.SerializeToString,
                 response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyResponse.FromString,
                 _registered_method=True)
+        self.UpsertJourney = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/UpsertJourney',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.UpsertJourneyRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.UpsertJourneyResponse.FromString,
+                _registered_method=True)
+        self.ListJourneys = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/ListJourneys',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneysRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneysResponse.FromString,
+                _registered_method=True)
+        self.GetJourney = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/GetJourney',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyResponse.FromString,
+                _registered_method=True)
+        self.GetJourneyReport = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/GetJourneyReport',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyReportRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyReportResponse.FromString,
+                _registered_method=True)
+        self.ListJourneyTemplates = channel.unary_unary(
+                '/retain.decision.v1.DecisionService/ListJourneyTemplates',
+                request_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneyTemplatesRequest.SerializeToString,
+                response_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneyTemplatesResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -134,6 +159,37 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertJourney(self, request, context):
+        """Journeys: definitions as data (JSON), versioned and audited; run by the journey worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJourneys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJourney(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJourneyReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJourneyTemplates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +232,31 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.SetPolicy,
                     request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyRequest.FromString,
                     response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyResponse.SerializeToString,
+            ),
+            'UpsertJourney': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertJourney,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.UpsertJourneyRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.UpsertJourneyResponse.SerializeToString,
+            ),
+            'ListJourneys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJourneys,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneysRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneysResponse.SerializeToString,
+            ),
+            'GetJourney': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJourney,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyResponse.SerializeToString,
+            ),
+            'GetJourneyReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJourneyReport,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyReportRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyReportResponse.SerializeToString,
+            ),
+            'ListJourneyTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJourneyTemplates,
+                    request_deserializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneyTemplatesRequest.FromString,
+                    response_serializer=retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneyTemplatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +476,141 @@ class DecisionService:
             '/retain.decision.v1.DecisionService/SetPolicy',
             retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyRequest.SerializeToString,
             retain_dot_decision_dot_v1_dot_decision__pb2.SetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertJourney(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/UpsertJourney',
+            retain_dot_decision_dot_v1_dot_decision__pb2.UpsertJourneyRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.UpsertJourneyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJourneys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/ListJourneys',
+            retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneysRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJourney(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/GetJourney',
+            retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJourneyReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/GetJourneyReport',
+            retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyReportRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.GetJourneyReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJourneyTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.decision.v1.DecisionService/ListJourneyTemplates',
+            retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneyTemplatesRequest.SerializeToString,
+            retain_dot_decision_dot_v1_dot_decision__pb2.ListJourneyTemplatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class DecisionServiceStub:
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetPolicyRequest, _decision_pb2.GetPolicyResponse]
     """Governance policy: caps, quiet hours, holdouts, contact costs, offer rules. Versioned, audited."""
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_decision_pb2.SetPolicyRequest, _decision_pb2.SetPolicyResponse]
+    UpsertJourney: _grpc.UnaryUnaryMultiCallable[_decision_pb2.UpsertJourneyRequest, _decision_pb2.UpsertJourneyResponse]
+    """Journeys: definitions as data (JSON), versioned and audited; run by the journey worker."""
+    ListJourneys: _grpc.UnaryUnaryMultiCallable[_decision_pb2.ListJourneysRequest, _decision_pb2.ListJourneysResponse]
+    GetJourney: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetJourneyRequest, _decision_pb2.GetJourneyResponse]
+    GetJourneyReport: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetJourneyReportRequest, _decision_pb2.GetJourneyReportResponse]
+    ListJourneyTemplates: _grpc.UnaryUnaryMultiCallable[_decision_pb2.ListJourneyTemplatesRequest, _decision_pb2.ListJourneyTemplatesResponse]
 
 @_typing.type_check_only
 class DecisionServiceAsyncStub(DecisionServiceStub):
@@ -67,6 +73,12 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     GetPolicy: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetPolicyRequest, _decision_pb2.GetPolicyResponse]  # type: ignore[assignment]
     """Governance policy: caps, quiet hours, holdouts, contact costs, offer rules. Versioned, audited."""
     SetPolicy: _aio.UnaryUnaryMultiCallable[_decision_pb2.SetPolicyRequest, _decision_pb2.SetPolicyResponse]  # type: ignore[assignment]
+    UpsertJourney: _aio.UnaryUnaryMultiCallable[_decision_pb2.UpsertJourneyRequest, _decision_pb2.UpsertJourneyResponse]  # type: ignore[assignment]
+    """Journeys: definitions as data (JSON), versioned and audited; run by the journey worker."""
+    ListJourneys: _aio.UnaryUnaryMultiCallable[_decision_pb2.ListJourneysRequest, _decision_pb2.ListJourneysResponse]  # type: ignore[assignment]
+    GetJourney: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetJourneyRequest, _decision_pb2.GetJourneyResponse]  # type: ignore[assignment]
+    GetJourneyReport: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetJourneyReportRequest, _decision_pb2.GetJourneyReportResponse]  # type: ignore[assignment]
+    ListJourneyTemplates: _aio.UnaryUnaryMultiCallable[_decision_pb2.ListJourneyTemplatesRequest, _decision_pb2.ListJourneyTemplatesResponse]  # type: ignore[assignment]
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
     """The only place that decides whether, what, when and where a customer is contacted."""
@@ -132,5 +144,41 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _decision_pb2.SetPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_decision_pb2.SetPolicyResponse, _abc.Awaitable[_decision_pb2.SetPolicyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpsertJourney(
+        self,
+        request: _decision_pb2.UpsertJourneyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.UpsertJourneyResponse, _abc.Awaitable[_decision_pb2.UpsertJourneyResponse]]:
+        """Journeys: definitions as data (JSON), versioned and audited; run by the journey worker."""
+
+    @_abc_1.abstractmethod
+    def ListJourneys(
+        self,
+        request: _decision_pb2.ListJourneysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.ListJourneysResponse, _abc.Awaitable[_decision_pb2.ListJourneysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetJourney(
+        self,
+        request: _decision_pb2.GetJourneyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.GetJourneyResponse, _abc.Awaitable[_decision_pb2.GetJourneyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetJourneyReport(
+        self,
+        request: _decision_pb2.GetJourneyReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.GetJourneyReportResponse, _abc.Awaitable[_decision_pb2.GetJourneyReportResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJourneyTemplates(
+        self,
+        request: _decision_pb2.ListJourneyTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.ListJourneyTemplatesResponse, _abc.Awaitable[_decision_pb2.ListJourneyTemplatesResponse]]: ...
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
