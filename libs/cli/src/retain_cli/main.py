@@ -98,6 +98,7 @@ def up(
     console.print(f"[bold green]Retain is up[/bold green]  (data in {var_dir}, logs in {var_dir / 'logs'})")
     console.print(f"Gateway: {stack.gateway_url}")
     console.print(f"Docs:    {stack.gateway_url}/docs")
+    console.print(f"Console: {stack.gateway_url}/console/  (sign in with the API key below)")
     console.print(f"Health:  {stack.gateway_url}/healthz")
     otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     console.print(f"Traces:  {'OTLP → ' + otlp if otlp else 'set OTEL_EXPORTER_OTLP_ENDPOINT to export spans'}")
