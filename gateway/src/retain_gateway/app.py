@@ -19,13 +19,15 @@ from retain_kit.db import create_engine, session_factory
 from retain_kit.grpcserver import channel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from retain_gateway import errors
+from retain_gateway import console, errors
 from retain_gateway.config import Settings
 from retain_gateway.domain.authcache import AuthCache
 from retain_gateway.ratelimit import RateLimiter
-from retain_gateway.routes import audit, customers, decisions, health, tracking
-from retain_gateway.routes import profiles as profile_routes
+from retain_gateway.routes import analytics as analytics_routes
+from retain_gateway.routes import audit, customers, decisions, health, tracking, webhooks
+from retain_gateway.routes import journeys as journeys_routes
 from retain_gateway.routes import policies as policies_routes
+from retain_gateway.routes import profiles as profile_routes
 from retain_gateway.state import Downstream, GatewayState
 
 PROFILE = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
@@ -99,5 +101,9 @@ def create_app(
         app.include_router(module.router)
     app.include_router(profile_routes.router)
     app.include_router(policies_routes.router)
+    app.include_router(analytics_routes.router)
+    app.include_router(journeys_routes.router)
+    app.include_router(console.router)
+    app.include_router(webhooks.router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
     return app

@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from retain_kit.config import KitSettings
 
@@ -18,3 +19,9 @@ class Settings(KitSettings):
     max_batch_bytes: int = 500_000
     # Seconds a client should wait when a downstream service is unavailable.
     retry_after_seconds: int = 1
+    # Provider webhooks (signature-verified, no API key), see routes/webhooks.py. JSON, e.g.
+    # {"twilio": {"<AccountSid>": {"workspace_id": "ws_1", "auth_token": "..."}},
+    #  "line": {"<bot user id (destination)>": {"workspace_id": "ws_1", "channel_secret": "..."}}}
+    webhook_secrets: dict[str, dict[str, dict[str, str]]] = Field(default_factory=dict)
+    # Public base URL the providers call (Twilio signs the exact URL); empty: the URL the request reached.
+    webhook_public_url: str = ""

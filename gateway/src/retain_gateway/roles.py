@@ -37,6 +37,9 @@ class Action(StrEnum):
     WRITE_SEGMENTS = "write_segments"
     PRIVACY_ACCESS = "privacy_access"
     PRIVACY_ERASURE = "privacy_erasure"
+    READ_ANALYTICS = "read_analytics"
+    READ_JOURNEYS = "read_journeys"
+    WRITE_JOURNEYS = "write_journeys"
 
 
 R = Role
@@ -65,6 +68,9 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     # The DPO answers access requests with an auditor key; erasure changes data, so operator (or admin).
     Action.PRIVACY_ACCESS: frozenset({R.AUDITOR, R.OPERATOR}),
     Action.PRIVACY_ERASURE: frozenset({R.OPERATOR}),
+    Action.READ_ANALYTICS: frozenset({R.OPERATOR}),
+    Action.READ_JOURNEYS: frozenset({R.OPERATOR, R.AUDITOR}),
+    Action.WRITE_JOURNEYS: frozenset({R.OPERATOR}),
 }
 
 

@@ -42,8 +42,11 @@ class MessageRow(Base):
     provider_message_id: Mapped[str] = mapped_column(String(128), default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
+    # When the Dispatch request arrived (the message is stored moments later).
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # First provider call; minus created_at it is the dispatch-to-provider latency.
+    provider_called_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class OutboxRow(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_channels.models import MessageRow, OutboxRow, SentLogRow
@@ -104,7 +104,8 @@ class ChannelRepository:
         return _rowcount(await self.session.execute(stmt)) == 1
 
     async def begin_attempt(self, message_id: str, *, token: str, now: datetime, until: datetime) -> int | None:
-        """Renew the lease and count the attempt before the provider is called; None if the lease was lost."""
+        """Renew the lease and count the attempt before the provider is called; None if the lease was lost.
+        The first attempt also stamps provider_called_at (the commit lands just before the call)."""
         renewed = await self.session.execute(
             update(OutboxRow)
             .where(OutboxRow.message_id == message_id, OutboxRow.claim_token == token)
@@ -115,7 +116,11 @@ class ChannelRepository:
         await self.session.execute(
             update(MessageRow)
             .where(MessageRow.message_id == message_id)
-            .values(attempts=MessageRow.attempts + 1, updated_at=now)
+            .values(
+                attempts=MessageRow.attempts + 1,
+                updated_at=now,
+                provider_called_at=func.coalesce(MessageRow.provider_called_at, now),
+            )
         )
         stmt = select(MessageRow.attempts).where(MessageRow.message_id == message_id)
         return int((await self.session.execute(stmt)).scalar_one())

@@ -9,7 +9,7 @@ from retain.channels.v1 import channels_pb2, channels_pb2_grpc
 from retain_kit.enums import channel_name, channel_value, delivery_status_name, delivery_status_value
 from retain_kit.protoconv import aware, from_struct, from_timestamp, to_timestamp
 
-from retain_channels.domain.dispatch import Draft
+from retain_channels.domain.dispatch import Draft, provider_latency_ms
 from retain_channels.models import MessageRow
 from retain_channels.service import Channels
 
@@ -46,6 +46,8 @@ def message_to_proto(row: MessageRow) -> channels_pb2.Message:
         error=row.error,
         created_at=to_timestamp(aware(row.created_at)),
         updated_at=to_timestamp(aware(row.updated_at)),
+        provider_called_at=to_timestamp(aware(row.provider_called_at)) if row.provider_called_at else None,
+        dispatch_to_provider_ms=provider_latency_ms(row.created_at, row.provider_called_at),
     )
 
 

@@ -27,6 +27,7 @@ from retain_channels.domain.dispatch import Draft, validate
 from retain_channels.domain.retry import RetryPolicy
 from retain_channels.domain.status import EVENT_STATUSES, apply_event
 from retain_channels.domain.templates import render_message
+from retain_channels.faults import crash_point
 from retain_channels.models import MessageRow
 from retain_channels.ports import AuditEntry, AuditSink
 from retain_channels.providers.base import (
@@ -74,6 +75,8 @@ class Channels:
 
     async def dispatch(self, workspace_id: str, draft: Draft) -> tuple[MessageRow, bool]:
         """Store, audit and send once per idempotency key; returns (message, duplicate)."""
+        # The dispatch-to-provider latency is measured from here, the moment the request arrived.
+        received = utcnow()
         validate(workspace_id, draft)
         try:
             provider_name, _ = self.providers.for_channel(draft.channel)
@@ -86,7 +89,7 @@ class Channels:
             if existing is not None:
                 return existing, True
             subject, body = render_message(subject=draft.subject, body=draft.body, variables=draft.variables)
-            now = utcnow()
+            now = received
             row = MessageRow(
                 message_id=f"msg_{uuid.uuid4().hex}",
                 workspace_id=workspace_id,
@@ -118,6 +121,7 @@ class Channels:
                 if existing is None:
                     raise
                 return existing, True
+        crash_point("after_commit")
         return await self._deliver(row, token), False
 
     # -- delivery -------------------------------------------------------------------------------
@@ -163,6 +167,7 @@ class Channels:
             if attempt is None:
                 log.warning("lost the outbox lease on %s; leaving it to its new holder", row.message_id)
                 return await self._reload(row.message_id)
+            crash_point("before_send")
             try:
                 result = await provider.send(self._outbound(row, attempt))
             except PermanentProviderError as exc:
@@ -186,6 +191,7 @@ class Channels:
                 retry_at = utcnow() + timedelta(seconds=delay)
                 await self._release(row.message_id, token, error=error, available_at=retry_at)
                 return await self._reload(row.message_id)
+            crash_point("after_send")
             return await self._settle(
                 row, token, status="sent", provider_message_id=result.provider_message_id, error=""
             )

@@ -195,6 +195,10 @@ async def test_dispatch_sends_once_and_audits_queued_then_sent(env: Env) -> None
     assert msg.message_id.startswith("msg_") and msg.status == common_pb2.DELIVERY_STATUS_SENT
     assert msg.provider == "log" and msg.provider_message_id.startswith("log_") and msg.attempts == 1
     assert msg.subject == "สมชาย, a gift"
+    # Timed from the Dispatch request to the provider call, which happens after it and before settling.
+    assert msg.HasField("provider_called_at")
+    assert msg.created_at.ToDatetime() <= msg.provider_called_at.ToDatetime() <= msg.updated_at.ToDatetime()
+    assert 0 < msg.dispatch_to_provider_ms < 5000
 
     lines = env.lines()
     assert len(lines) == 1

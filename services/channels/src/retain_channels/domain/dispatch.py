@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from retain_kit.enums import CHANNELS
@@ -47,3 +48,13 @@ def validate(workspace_id: str, draft: Draft) -> None:
         raise InvalidArgument(f"message.recipient is required for {draft.channel}", field="message.recipient")
     if not draft.body:
         raise InvalidArgument("message.body is required", field="message.body")
+
+
+def provider_latency_ms(received_at: datetime, provider_called_at: datetime | None) -> float:
+    """Milliseconds from the Dispatch request to the first provider call; 0 before that call."""
+    if provider_called_at is None:
+        return 0.0
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    start = received_at if received_at.tzinfo else received_at.replace(tzinfo=UTC)
+    end = provider_called_at if provider_called_at.tzinfo else provider_called_at.replace(tzinfo=UTC)
+    return (end - start).total_seconds() * 1000.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,22 +25,42 @@ class ProviderRegistry:
     """Which adapters exist. Each service (and each test) owns its registry instance."""
 
     def __init__(self) -> None:
-        self._specs: dict[tuple[str, str], ProviderSpec] = {}
+        self._specs: dict[tuple[str, str], ProviderSpec | Callable[[], ProviderSpec]] = {}
 
     def register(
         self, channels: str | Iterable[str], name: str, factory: ProviderFactory, config_model: type[BaseModel]
     ) -> None:
+        self._add(channels, name, ProviderSpec(factory, config_model))
+
+    def register_module(
+        self, channels: str | Iterable[str], name: str, module: str, *, factory: str, config: str
+    ) -> None:
+        """Like `register`, but the adapter's module is imported only when a channel selects it: the
+        vendor SDKs take seconds to import, which a restarting dispatcher should not pay for nothing."""
+
+        def load() -> ProviderSpec:
+            loaded = importlib.import_module(module)
+            return ProviderSpec(getattr(loaded, factory), getattr(loaded, config))
+
+        self._add(channels, name, load)
+
+    def _add(
+        self, channels: str | Iterable[str], name: str, spec: ProviderSpec | Callable[[], ProviderSpec]
+    ) -> None:
         for channel in [channels] if isinstance(channels, str) else channels:
             if channel not in CHANNELS:
                 raise ValueError(f"unknown channel {channel!r}")
-            self._specs[(channel, name)] = ProviderSpec(factory, config_model)
+            self._specs[(channel, name)] = spec
 
     def spec(self, channel: str, name: str) -> ProviderSpec:
         try:
-            return self._specs[(channel, name)]
+            spec = self._specs[(channel, name)]
         except KeyError:
             known = sorted(n for c, n in self._specs if c == channel)
             raise ValueError(f"no provider {name!r} for channel {channel!r}; known: {', '.join(known)}") from None
+        if not isinstance(spec, ProviderSpec):
+            spec = self._specs[(channel, name)] = spec()
+        return spec
 
     def build(self, channel: str, name: str, config: Mapping[str, Any], ctx: ProviderContext) -> Provider:
         spec = self.spec(channel, name)
@@ -52,18 +73,18 @@ class ProviderRegistry:
 
 def default_registry() -> ProviderRegistry:
     """Every adapter we ship. Only `log` is selected unless settings name another per channel."""
-    from retain_channels.providers.email.smtp import SmtpConfig, SmtpProvider
-    from retain_channels.providers.line.messaging_api import LineConfig, LineMessagingProvider
     from retain_channels.providers.log.sink import LogConfig, LogProvider
-    from retain_channels.providers.push.webpush import WebPushConfig, WebPushProvider
-    from retain_channels.providers.sms.twilio import TwilioConfig, TwilioSmsProvider
 
+    base = "retain_channels.providers"
     registry = ProviderRegistry()
     registry.register(CHANNELS, "log", LogProvider, LogConfig)
-    registry.register("email", "smtp", SmtpProvider, SmtpConfig)
-    registry.register("sms", "twilio", TwilioSmsProvider, TwilioConfig)
-    registry.register("line", "line", LineMessagingProvider, LineConfig)
-    registry.register("push", "webpush", WebPushProvider, WebPushConfig)
+    registry.register_module("email", "smtp", f"{base}.email.smtp", factory="SmtpProvider", config="SmtpConfig")
+    registry.register_module("sms", "twilio", f"{base}.sms.twilio", factory="TwilioSmsProvider",
+                             config="TwilioConfig")
+    registry.register_module("line", "line", f"{base}.line.messaging_api", factory="LineMessagingProvider",
+                             config="LineConfig")
+    registry.register_module("push", "webpush", f"{base}.push.webpush", factory="WebPushProvider",
+                             config="WebPushConfig")
     return registry
 
 
