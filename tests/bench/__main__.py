@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 from retain_audit.bench import run as audit_bench
+from retain_channels.bench import run as channels_bench
 from retain_cli.demo import load as load_demo
 from retain_cli.stack import Stack, pick_ports
 from retain_scoring.bench import bench_batch_scoring, paced_latency
@@ -172,6 +173,7 @@ def main() -> None:
         Row("audit_verification_rate_large_chain", audit.verify_per_s, "records/s",
             f"hash chain + checkpoint signatures, {cond}"),
     ]
+    rows += [Row(*row) for row in channels_bench(messages=1000, concurrency=16).rows()]
     n = 1_000_000
     rows.append(Row("batch_scoring_rate", bench_batch_scoring(n), "customers/s",
                     f"{n:,} customers, churn + P(alive) + CLV, BentoML service in-process, batches of 10k, "
