@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 from retain_kit.service_main import run_service
@@ -9,6 +10,11 @@ SERVICE_DIR = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["worker"]:
+        from retain_decision.worker import main as worker_main
+
+        worker_main()
+        return
     run_service(settings=Settings(), service_dir=SERVICE_DIR, build=build)
 
 

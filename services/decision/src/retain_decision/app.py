@@ -22,7 +22,8 @@ from retain_decision.clients import GrpcAuditSink, GrpcDispatcher, GrpcProfileRe
 from retain_decision.config import Settings
 from retain_decision.counters import MemoryCounterStore, RedisCounterStore
 from retain_decision.domain.policies import GovernancePolicy
-from retain_decision.server import DecisionServicer
+from retain_decision.journeys_server import JourneyDecisionServicer
+from retain_decision.journeys_service import Journeys
 from retain_decision.service import Catalogue, Clock, Decisions, Limits, Policies
 
 SERVICE_NAME = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -93,7 +94,8 @@ async def build(settings: Settings, endpoints: Endpoints | None = None, *, clock
         limits=limits(settings),
         clock=clock,
     )
-    servicer = DecisionServicer(catalogue, decisions, policies)
+    journeys = Journeys(sessions, audit, catalogue, clock=clock)
+    servicer = JourneyDecisionServicer(catalogue, decisions, policies, journeys)
     registration = Registration(servicer, decision_pb2_grpc.add_DecisionServiceServicer_to_server, SERVICE_NAME)
     releaser = asyncio.create_task(decisions.release_loop())
 
