@@ -25,6 +25,7 @@ from retain_audit.bench import run as audit_bench
 from retain_channels.bench import run as channels_bench
 from retain_cli.demo import load as load_demo
 from retain_cli.stack import Stack, pick_ports
+from retain_decision.journeys_bench import journey_events_per_second
 from retain_scoring.bench import bench_batch_scoring, paced_latency
 
 from tests.e2e.conftest import issue_key
@@ -136,6 +137,9 @@ async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
         rows.append(Row(f"scoring_single_customer_p50_at_{rate:.0f}rps", measured["p50_ms"], "ms", cond))
         rows.append(Row(f"scoring_single_customer_p99_at_{rate:.0f}rps", measured["p99_ms"], "ms", cond))
 
+    rows.append(Row("journey_events_processed", await journey_events_per_second(stack.redis_url, events=1000),
+                    "events/s", f"1000 events, journey worker in-process, Redis stream + SQLite, {machine}"))
+
     start = time.perf_counter()
     verify = await _get_json(base, headers, "/v1/audit/verify")
     elapsed = time.perf_counter() - start
@@ -174,6 +178,7 @@ def main() -> None:
             f"hash chain + checkpoint signatures, {cond}"),
     ]
     rows += [Row(*row) for row in channels_bench(messages=1000, concurrency=16).rows()]
+
     n = 1_000_000
     rows.append(Row("batch_scoring_rate", bench_batch_scoring(n), "customers/s",
                     f"{n:,} customers, churn + P(alive) + CLV, BentoML service in-process, batches of 10k, "
