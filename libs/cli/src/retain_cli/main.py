@@ -6,9 +6,11 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -40,15 +42,37 @@ _mount("retain_profile.cli", "import_app", "import", "Bulk import of transaction
 _mount("retain_scoring.cli", "app", "clv", "Customer lifetime value models (BG/NBD + Gamma-Gamma).")
 _mount("retain_scoring.cli", "churn_app", "churn", "Churn-risk model: train and evaluate on a time split.")
 _mount("retain_scoring.cli", "train_app", "train", "Train, evaluate and promote every model of a workspace.")
+_mount("retain_cli.report", "report_app", "report", "Reports for a brand's leadership (the Value Leak Radar).")
+
+
+def _gateway_settings(var_dir: Path) -> object:
+    """Gateway settings for var_dir: the kit's SQLite default was fixed when it was imported, before
+    --var-dir was known, so point it at var_dir unless a database was configured explicitly."""
+    from retain_gateway.config import Settings as GatewaySettings
+
+    settings = GatewaySettings()
+    if not (os.environ.get("RETAIN_DATABASE_URL") or os.environ.get("RETAIN_GATEWAY_DATABASE_URL")):
+        settings.database_url = f"sqlite+aiosqlite:///{var_dir / 'gateway.db'}"
+    return settings
+
+
+def _bentoml_home(var_dir: Path) -> Path:
+    """The model store under var_dir, unless BENTOML_HOME was set by the user (scoring's import sets a default
+    from the import-time var dir, which is not --var-dir)."""
+    from retain_kit.config import VAR_DIR
+
+    given = os.environ.get("BENTOML_HOME", "")
+    if given and Path(given).resolve() != (VAR_DIR / "bentoml").resolve():
+        return Path(given)
+    return var_dir / "bentoml"
 
 
 async def _ensure_demo_key(var_dir: Path) -> str:
     """Reuse the demo key kept under var/ while it still authenticates; otherwise issue a new one."""
-    from retain_gateway.config import Settings as GatewaySettings
     from retain_gateway.keys import authenticate, create_workspace, issue_key
     from retain_kit.db import create_engine, session_factory
 
-    settings = GatewaySettings()
+    settings: Any = _gateway_settings(var_dir)
     engine = create_engine(settings.database_url, schema=settings.schema)
     sessions = session_factory(engine)
     key_file = var_dir / "demo-api-key"
@@ -71,11 +95,15 @@ def up(
     var_dir: VarDir = Path("var"),
     demo: Annotated[bool, typer.Option(help="Create the demo workspace, key and data.")] = True,
     fixed_ports: Annotated[bool, typer.Option(help="Use the documented ports when free.")] = True,
+    replicas: Annotated[int, typer.Option(min=1, help="Processes per stateless service (and gateways).")] = 1,
 ) -> None:
     """Start every service and the gateway on the embedded default; Ctrl-C stops them."""
     var_dir = var_dir.resolve()
     os.environ["RETAIN_VAR_DIR"] = str(var_dir)
-    stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=fixed_ports), log_dir=var_dir / "logs")
+    bentoml_home = _bentoml_home(var_dir)
+    os.environ["BENTOML_HOME"] = str(bentoml_home)
+    stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=fixed_ports), log_dir=var_dir / "logs",
+                  extra_env={"BENTOML_HOME": str(bentoml_home)}, replicas=replicas)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("migrating and starting services…", total=None)
         try:
@@ -97,6 +125,8 @@ def up(
                 load(stack.gateway_url, key)
     console.print(f"[bold green]Retain is up[/bold green]  (data in {var_dir}, logs in {var_dir / 'logs'})")
     console.print(f"Gateway: {stack.gateway_url}")
+    for url in stack.gateway_urls[1:]:
+        console.print(f"Gateway: {url}  (replica)")
     console.print(f"Docs:    {stack.gateway_url}/docs")
     console.print(f"Console: {stack.gateway_url}/console/  (sign in with the API key below)")
     console.print(f"Health:  {stack.gateway_url}/healthz")
@@ -105,6 +135,7 @@ def up(
     if key:
         console.print(f"Workspace: {DEMO_WORKSPACE}")
         console.print(f"API key: {key}", highlight=False, soft_wrap=True)
+        _start_cdnow(stack.gateway_url, key, var_dir=var_dir, bentoml_home=bentoml_home)
     console.print("Press Ctrl-C to stop.")
     stop = False
 
@@ -125,6 +156,61 @@ def up(
         console.print("stopping…")
         stack.stop()
         console.print("stopped.")
+
+
+CDNOW_MARKER = "demo-cdnow.json"
+
+
+def _start_cdnow(url: str, key: str, *, var_dir: Path, bentoml_home: Path) -> threading.Thread | None:
+    """Loads the CDNOW sample into the demo workspace in the background, then trains the models on it.
+
+    In the background because it takes tens of seconds (11k events, 1k audited consents, a model fit): the
+    console is usable at once and fills in as the data lands. Skipped when a previous start finished it.
+    """
+    from retain_cli import cdnow
+
+    source = cdnow.find_file()
+    if source is None:
+        console.print("Demo data: the generated customers demo-001..020 (the CDNOW sample was not found).")
+        return None
+    today = datetime.now(UTC).date()
+    purchases = cdnow.read(source.read_text().splitlines())
+    marker = var_dir / CDNOW_MARKER
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        present = client.get(f"/v1/customers/{cdnow.last_customer(purchases)}").status_code == 200
+    if present and marker.exists():
+        console.print(f"Demo data: CDNOW sample already loaded ({marker.read_text().strip()}).")
+        return None
+    console.print(f"Demo data: loading the CDNOW sample ({len(purchases):,} orders of "
+                  f"{len({p.customer_id for p in purchases}):,} customers, moved to end {cdnow.DAYS_BEFORE_TODAY} "
+                  "days ago) [bold]in the background[/bold]; the console fills in as it lands, then the models "
+                  "are trained on it.")
+
+    def run() -> None:
+        shifted = cdnow.shift(purchases, today=today)
+        try:
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+                loaded = cdnow.load(client, shifted, today=today)
+            console.print(f"Demo data: CDNOW loaded, {loaded.events:,} events ({loaded.accepted:,} new) and "
+                          f"{loaded.consents:,} customers' consents in {loaded.seconds:.0f} s; training the models…")
+            started = time.monotonic()
+            outcomes = cdnow.train(shifted, workspace=DEMO_WORKSPACE, bentoml_home=bentoml_home)
+            trained = ", ".join(
+                f"{o.kind} {o.metric} {o.candidate:.3f} ({'promoted' if o.promoted else 'kept the serving model'})"
+                for o in outcomes
+            )
+            seconds = time.monotonic() - started
+            console.print(f"Demo data: models trained in {seconds:.0f} s: {trained}; scoring picks them up "
+                          "within a minute.")
+            marker.write_text(json.dumps({"loaded": today.isoformat(), "events": loaded.events,
+                                          "load_seconds": round(loaded.seconds, 1),
+                                          "train_seconds": round(seconds, 1)}) + "\n")
+        except Exception as exc:  # noqa: BLE001 - a background demo load must not take the suite down
+            console.print(f"[yellow]Demo data: CDNOW load stopped ({exc}); it resumes on the next start.[/yellow]")
+
+    thread = threading.Thread(target=run, name="cdnow-demo", daemon=True)
+    thread.start()
+    return thread
 
 
 @app.command()
@@ -156,12 +242,11 @@ def keys_create(
 ) -> None:
     """Issue an API key for a workspace; prints it once."""
     os.environ["RETAIN_VAR_DIR"] = str(var_dir.resolve())
-    from retain_gateway.config import Settings as GatewaySettings
     from retain_gateway.keys import create_workspace, issue_key
     from retain_kit.db import create_engine, session_factory
 
     async def run() -> str:
-        settings = GatewaySettings()
+        settings: Any = _gateway_settings(var_dir.resolve())
         engine = create_engine(settings.database_url, schema=settings.schema)
         sessions = session_factory(engine)
         try:
@@ -179,12 +264,11 @@ def keys_create(
 def keys_revoke(key_id: str, var_dir: VarDir = Path("var")) -> None:
     """Revoke an API key by id."""
     os.environ["RETAIN_VAR_DIR"] = str(var_dir.resolve())
-    from retain_gateway.config import Settings as GatewaySettings
     from retain_gateway.keys import revoke_key
     from retain_kit.db import create_engine, session_factory
 
     async def run() -> None:
-        settings = GatewaySettings()
+        settings: Any = _gateway_settings(var_dir.resolve())
         engine = create_engine(settings.database_url, schema=settings.schema)
         try:
             await revoke_key(session_factory(engine), key_id=key_id)
