@@ -6,6 +6,7 @@ Message ids are deterministic, so loading twice changes nothing (ingestion is id
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ def demo_customers(now: datetime, *, count: int = 20, seed: int = 7) -> list[dic
             "email": f"demo{i + 1:03d}@example.co.th",
             "phone": f"08{rng.randint(10000000, 99999999)}",
             "profile": profile,
+            "index": i,
             "locale": "th" if i % 3 else "en",
         })
     return customers
@@ -42,10 +44,16 @@ def demo_events(now: datetime, customers: list[dict[str, Any]], *, seed: int = 7
         first = now - timedelta(days={"loyal": 400, "fading": 300, "lapsed": 500, "new": 10, "unhappy": 200}[kind])
         last = now - timedelta(days={"loyal": 5, "fading": 70, "lapsed": 200, "new": 2, "unhappy": 20}[kind])
         orders = {"loyal": 12, "fading": 6, "lapsed": 4, "new": 1, "unhappy": 5}[kind]
-        events.append({"type": "identify", "userId": uid, "messageId": f"{uid}-identify",
-                       "timestamp": first.isoformat(),
-                       "traits": {"first_name": c["first_name"], "email": c["email"], "phone": c["phone"],
-                                  "locale": c["locale"], "time_zone": "Asia/Bangkok"}})
+        traits = {"first_name": c["first_name"], "email": c["email"], "phone": c["phone"], "locale": c["locale"],
+                  "time_zone": "Asia/Bangkok"}
+        identify: dict[str, Any] = {"type": "identify", "userId": uid, "messageId": f"{uid}-identify",
+                                    "timestamp": first.isoformat(), "traits": traits}
+        # Addresses for the other channels: a LINE user id for LINE followers, a push token for app users.
+        if c["index"] % 2 == 0:
+            traits["line_user_id"] = "U" + uuid.uuid5(uuid.NAMESPACE_DNS, uid).hex
+        else:
+            identify["context"] = {"device": {"token": f"demo-push-{uid}"}}
+        events.append(identify)
         span = (last - first).total_seconds()
         for n in range(orders):
             at = first + timedelta(seconds=span * n / max(orders - 1, 1))

@@ -1,0 +1,115 @@
+"""Shared by tests/replicas and tests/resilience: start a private suite of processes and read what it sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from retain_cli.stack import Stack, pick_ports
+
+from tests.e2e.conftest import _drop_schemas, _fresh_schemas, issue_key
+
+
+@dataclass
+class Suite:
+    stack: Stack
+    workspace: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, gateway: int = 0, *, timeout: float = 15.0) -> httpx.Client:
+        return httpx.Client(base_url=self.stack.gateway_urls[gateway], headers=self.headers, timeout=timeout)
+
+    def sent_lines(self) -> list[dict[str, Any]]:
+        """What the log provider wrote for this workspace (every channel using `log`)."""
+        path = Path(self.stack.var_dir) / "channels-outbox.jsonl"
+        if not path.exists():
+            return []
+        lines = [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines() if raw.strip()]
+        return [line for line in lines if line.get("workspace_id") == self.workspace]
+
+
+def logs_tail(var_dir: Path, chars: int = 2500) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
+                     for p in sorted((var_dir / "logs").glob("*.log")))
+
+
+@contextmanager
+def running_suite(
+    var_dir: Path, *, replicas: int = 1, own_redis: bool = False, extra_env: Mapping[str, str] | None = None,
+    database_url: str | None = None, timeout: float = 180.0,
+) -> Iterator[Suite]:
+    """Start every service (migrated first) with fresh PostgreSQL schemas when on PostgreSQL; stop and drop after.
+
+    `database_url` points the suite at another PostgreSQL than RETAIN_DATABASE_URL (a private cluster)."""
+    env: dict[str, str] = {"RETAIN_VAR_DIR": str(var_dir), **(extra_env or {})}
+    schemas: list[str] = []
+    if database_url is not None:
+        env["RETAIN_DATABASE_URL"] = database_url
+    elif os.environ.get("RETAIN_DATABASE_URL", "").startswith("postgres"):
+        schemas = _fresh_schemas(env)
+    for attempt in range(2):
+        stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=False), extra_env=env, log_dir=var_dir / "logs",
+                      replicas=replicas, own_redis=own_redis)
+        try:
+            stack.start(timeout=timeout)
+            break
+        except Exception as exc:
+            stack.stop()
+            # A free port picked here can be taken by another process before the child binds it: try once more.
+            if attempt == 0 and "exited with" in str(exc):
+                continue
+            _drop_schemas(schemas)
+            raise RuntimeError(f"suite did not start: {exc}\n{logs_tail(var_dir)}") from None
+    try:
+        workspace = f"ws_res_{uuid.uuid4().hex[:8]}"
+        yield Suite(stack=stack, workspace=workspace, key=issue_key(stack, workspace, "admin"))
+    finally:
+        stack.stop()
+        _drop_schemas(schemas)
+
+
+WINBACK_OFFER = "winback_200_baht"  # sms + email; eligible once the last order is over 120 days old
+
+
+def consented_customer(client: httpx.Client, user: str, *, consent: bool = True, phone: str = "0812345678") -> None:
+    """A lapsed customer (two orders long ago) with a phone and email; sms+email marketing consent granted
+    (or withdrawn), so the winback offer is eligible and only consent decides whether it may go out."""
+    for i in range(2):
+        r = client.post("/v1/track", json={
+            "userId": user, "event": "Order Completed", "messageId": f"{user}-o{i}",
+            "properties": {"revenue": 900.0}, "timestamp": f"2025-0{i + 1}-10T10:00:00Z"})
+        assert r.status_code == 200, r.text
+    r = client.post("/v1/identify", json={"userId": user, "messageId": f"{user}-id", "traits": {
+        "first_name": "Suda", "email": f"{user}@example.co.th", "phone": phone}})
+    assert r.status_code == 200, r.text
+    status = "granted" if consent else "withdrawn"
+    r = client.put(f"/v1/customers/{user}/consents", json={"consents": [
+        {"channel": "sms", "purpose": "marketing", "status": status, "source": "resilience"},
+        {"channel": "email", "purpose": "marketing", "status": status, "source": "resilience"},
+    ]})
+    assert r.status_code == 200, r.text
+
+
+def only_when_selected(config: pytest.Config, items: list[pytest.Item], folder: str) -> None:
+    """These suites start whole stacks and take minutes: they run when named on the command line
+    (`make test-resilience`, `pytest tests/resilience`, `-m resilience`) or with RETAIN_RESILIENCE=1,
+    and are skipped with that advice in a plain `pytest` / `make test`."""
+    raw = " ".join(str(a) for a in config.invocation_params.args)
+    if os.environ.get("RETAIN_RESILIENCE") == "1" or folder in raw or "resilience" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason=f"slow: run `make test-resilience` (or name {folder} on the command line)")
+    for item in items:
+        if f"/{folder}/" in str(item.path):
+            item.add_marker(skip)

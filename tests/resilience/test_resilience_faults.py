@@ -1,0 +1,116 @@
+"""Faults under a steady load of events, decisions and sends; after each, nothing accepted is lost or doubled.
+
+Each test: a fresh set of customers, ~12 requests/s from a background aiohttp loop (every request bounded by
+REQUEST_TIMEOUT), the fault, recovery without any manual step, then the checks in `verify`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.resilience.resilience_harness import Suite
+from tests.resilience.resilience_load import (
+    FaultReport,
+    FlakyTwilio,
+    Load,
+    prepare,
+    probe_ready,
+    recovery_after,
+    seen,
+    verify,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
+
+# (down seconds, monotonic time the dependency came back) of one fault action
+Action = Callable[[], tuple[float, float]]
+
+
+def run_fault(
+    suite: Suite, reports: list[FaultReport], fault: str, action: Action, *, index: int, channel: str = "email",
+    allow_conn_errors: bool = False, twilio: FlakyTwilio | None = None, settle: float = 3.0,
+    tolerated: frozenset[int] = frozenset(),
+) -> None:
+    probe_ready(suite)
+    tag = f"{fault.replace(' ', '-')}-{int(time.time() * 1000) % 100000}"
+    customers = prepare(suite, tag, phone_base=index * 100 + 10_000_000 + int(time.time()) % 1000 * 1000)
+    load = Load(suite, customers, tag, channel=channel).start()
+    time.sleep(2.0)  # steady state first
+    began = time.monotonic()
+    down, back = action()
+    # Keep the load on until every kind of request has succeeded again (bounded), then a little longer.
+    deadline = time.monotonic() + 45
+    while recovery_after(list(load.outcomes), back) is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(settle)
+    outcomes = load.stop()
+    during = [o for o in outcomes if o.started >= began]
+    delivered = (lambda: dict(twilio.delivered)) if twilio is not None else None
+    problems = verify(suite, outcomes, fault=fault, allow_conn_errors=allow_conn_errors, delivered=delivered,
+                      phones=customers.phones, tolerated=tolerated)
+    reports.append(FaultReport(fault=fault, seen=seen(during), down_seconds=round(down, 2),
+                               recovery_seconds=recovery_after(outcomes, back), requests=len(outcomes),
+                               notes="; ".join(problems)[:300]))
+    assert not problems, problems
+
+
+def kill_and_restart(suite: Suite, instance: str, *, hold: float = 2.0) -> Action:
+    def act() -> tuple[float, float]:
+        start = time.monotonic()
+        suite.stack.kill(instance)
+        time.sleep(hold)
+        back = time.monotonic()
+        suite.stack.restart(instance)
+        return time.monotonic() - start, back
+
+    return act
+
+
+@pytest.mark.parametrize("service", ["profile", "scoring", "decision", "channels", "audit", "gateway"])
+def test_kill_9_and_restart(faulty: Suite, reports: list[FaultReport], service: str) -> None:
+    index = ["profile", "scoring", "decision", "channels", "audit", "gateway"].index(service)
+    run_fault(faulty, reports, f"kill -9 {service}", kill_and_restart(faulty, service), index=index,
+              allow_conn_errors=service == "gateway")
+
+
+def test_redis_restart(faulty: Suite, reports: list[FaultReport]) -> None:
+    run_fault(faulty, reports, "kill -9 redis", kill_and_restart(faulty, "redis"), index=6)
+
+
+def test_dependency_slower_than_its_deadline(faulty: Suite, reports: list[FaultReport]) -> None:
+    def act() -> tuple[float, float]:
+        start = time.monotonic()
+        faulty.stack.pause("scoring")  # past the 2 s RPC deadline of its callers
+        time.sleep(4.0)
+        back = time.monotonic()
+        faulty.stack.resume("scoring")
+        return back - start, back
+
+    run_fault(faulty, reports, "SIGSTOP scoring 4s", act, index=7)
+
+
+def test_provider_errors_then_times_out(
+    faulty: Suite, reports: list[FaultReport], twilio: tuple[Any, FlakyTwilio]
+) -> None:
+    server, responder = twilio
+
+    def act() -> tuple[float, float]:
+        start = time.monotonic()
+        responder.mode = "error"
+        time.sleep(3.0)
+        responder.mode = "hang"  # past the adapter's 1 s timeout
+        time.sleep(3.0)
+        back = time.monotonic()
+        responder.mode = "ok"
+        return back - start, back
+
+    try:
+        run_fault(faulty, reports, "twilio 500s then timeouts", act, index=8, channel="sms", twilio=responder)
+    finally:
+        responder.mode = "ok"
+    assert responder.answered["error"] and responder.answered["hang"], responder.answered
+    assert not server.take_violations()
