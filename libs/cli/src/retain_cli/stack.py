@@ -215,6 +215,11 @@ class Stack:
         for name in SERVICES:
             for instance in self.instances(name):
                 self.wait_ready(instance, deadline=deadline)
+        # The journey worker reads the profile's event stream; it serves no port, so it starts last.
+        self.procs["journeys"] = subprocess.Popen(
+            [sys.executable, "-m", "retain_decision", "worker"],
+            env=env, stdout=self._log("journeys"), stderr=subprocess.STDOUT,
+        )
 
     # -- faults: the resilience tests take single processes down and bring them back ----------------
 

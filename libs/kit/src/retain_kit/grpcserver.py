@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import redis.exceptions
+import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -17,6 +19,14 @@ from retain_kit import telemetry
 from retain_kit.errors import FIELD_METADATA_KEY, RetainError
 
 log = logging.getLogger(__name__)
+
+# Connection-level failures of the stores behind a service (not bad input, not bugs).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -41,6 +51,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(exc.code, exc.message)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
+            except sqlalchemy.exc.DBAPIError as exc:
+                if not (exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError)):
+                    log.exception("database error in %s", handler_call_details.method)
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                log.warning("database unavailable in %s: %s", handler_call_details.method, exc)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later")
+            except UNAVAILABLE_ERRORS as exc:
+                # A dependency (database, Redis) is down: a retryable UNAVAILABLE, never INTERNAL.
+                log.warning("dependency unavailable in %s: %s", handler_call_details.method, exc)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency is unavailable; retry later")
             except Exception:
                 log.exception("unhandled error in %s", handler_call_details.method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")

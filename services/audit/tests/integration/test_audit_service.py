@@ -78,3 +78,31 @@ async def test_concurrent_appends_share_transactions_and_keep_one_chain(stub) ->
     assert {r.record.customer_id for r in replies} == {f"c{i}" for i in range(60)}
     verified = await client.Verify(audit_pb2.VerifyRequest(workspace_id="ws"))
     assert verified.ok and verified.records_checked == 60
+
+
+async def test_database_down_is_unavailable_not_internal(grpc_serve) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from retain.audit.v1 import audit_pb2_grpc
+    from retain_audit.app import SERVICE_NAME
+    from retain_audit.domain.checkpoint import Signer
+    from retain_audit.domain.privacy import Vault
+    from retain_audit.server import AuditServicer
+    from retain_audit.service import AuditLog
+    from retain_kit.db import create_engine, session_factory
+    from retain_kit.grpcserver import Registration
+    from retain_kit.testing import free_port
+
+    # Nothing listens on this port: every query fails to connect.
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test")
+    log = AuditLog(session_factory(engine), signer=Signer(Ed25519PrivateKey.generate()), vault=Vault(os.urandom(32)))
+    target = await grpc_serve([Registration(AuditServicer(log), audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                                            SERVICE_NAME)])
+    async with grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await audit_pb2_grpc.AuditServiceStub(channel).Append(
+                audit_pb2.AppendRequest(workspace_id="ws", record=record("c1", "sent"))
+            )
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    await engine.dispose()
