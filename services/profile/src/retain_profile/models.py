@@ -6,7 +6,19 @@ from datetime import datetime
 from typing import Any
 
 from retain_kit.db import make_metadata
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 metadata = make_metadata()
@@ -187,3 +199,18 @@ class ErasureRow(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     audit_shredded: Mapped[bool] = mapped_column(Boolean, default=False)
     erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ScoreRow(Base):
+    """The latest score per (customer, score name) that scoring wrote back, with the model behind it."""
+
+    __tablename__ = "customer_scores"
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(64))
+    horizon_days: Mapped[int] = mapped_column(Integer, default=0)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

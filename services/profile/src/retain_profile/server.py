@@ -9,14 +9,16 @@ from google.protobuf import struct_pb2
 from retain.common.v1 import common_pb2
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
 from retain_kit.enums import channel_name, channel_value, consent_status_name, consent_status_value, lifecycle_value
-from retain_kit.protoconv import aware, from_struct, from_timestamp, to_struct, to_timestamp
+from retain_kit.protoconv import aware, from_struct, from_timestamp, to_struct, to_timestamp, utcnow
 
 from retain_profile.domain.consent import ConsentRecord
 from retain_profile.domain.events import IncomingEvent
 from retain_profile.domain.features import ChannelEngagement, Features, LifecycleThresholds
 from retain_profile.domain.identity import Identifier
 from retain_profile.domain.segments import namespace_names
+from retain_profile.export_repository import OrderExportRepository, after_id_of, page_size_of
 from retain_profile.models import ConsentHistoryRow, EventRow
+from retain_profile.scores_repository import ScoresRepository, StoredScore, check_scores
 from retain_profile.service import (
     ConsentChangeInput,
     ItemResult,
@@ -249,6 +251,14 @@ def consent_to_proto(record: ConsentRecord) -> common_pb2.Consent:
     )
 
 
+def stored_score_to_proto(score: StoredScore) -> profile_pb2.StoredScore:
+    return profile_pb2.StoredScore(
+        customer_id=score.customer_id, name=score.name, value=score.value,
+        model=common_pb2.ModelRef(name=score.model_name, version=score.model_version),
+        scored_at=to_timestamp(score.scored_at), horizon_days=score.horizon_days,
+    )
+
+
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     def __init__(self, profiles: Profiles) -> None:
         self.profiles = profiles
@@ -293,7 +303,11 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         if request.HasField("identifier") and request.identifier.kind:
             identifier = Identifier(identifier_kind_name(request.identifier.kind), request.identifier.value)
         view = await self.profiles.profile(request.workspace_id, request.customer_id, identifier)
-        return profile_pb2.GetProfileResponse(profile=profile_to_proto(view))
+        profile = profile_to_proto(view)
+        async with self.profiles.sessions() as session:
+            stored = await ScoresRepository(session).for_customer(view.workspace_id, view.customer_id)
+        profile.scores.extend(stored_score_to_proto(s) for s in stored)
+        return profile_pb2.GetProfileResponse(profile=profile)
 
     async def GetFeatures(
         self, request: profile_pb2.GetFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -413,3 +427,38 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             identifiers_removed=result.identifiers_removed,
             audit_shredded=result.audit_shredded,
         )
+
+    async def ExportOrders(
+        self, request: profile_pb2.ExportOrdersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.ExportOrdersResponse:
+        limit, after_id = page_size_of(request.page_size), after_id_of(request.page_token)
+        async with self.profiles.sessions() as session:
+            orders, token = await OrderExportRepository(session).orders(
+                request.workspace_id,
+                since=from_timestamp(request.since) if request.HasField("since") else None,
+                until=from_timestamp(request.until) if request.HasField("until") else None,
+                after_id=after_id, limit=limit,
+            )
+        return profile_pb2.ExportOrdersResponse(
+            rows=[
+                profile_pb2.OrderRow(customer_id=o.customer_id, timestamp=to_timestamp(o.timestamp), revenue=o.revenue,
+                                     discount=o.discount, category=o.category)
+                for o in orders
+            ],
+            next_page_token=token,
+        )
+
+    async def StoreScores(
+        self, request: profile_pb2.StoreScoresRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.StoreScoresResponse:
+        now = utcnow()
+        scores = [
+            StoredScore(s.customer_id, s.name, s.value, s.model.name, s.model.version,
+                        from_timestamp(s.scored_at) or now, s.horizon_days)
+            for s in request.scores
+        ]
+        check_scores(request.workspace_id, scores)
+        async with self.profiles.sessions() as session:
+            stored = await ScoresRepository(session).upsert(request.workspace_id, scores)
+            await session.commit()
+        return profile_pb2.StoreScoresResponse(stored=stored)

@@ -7,12 +7,17 @@ temporary directory, with a churn model trained on synthetic data so churn is th
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 from retain.profile.v1 import profile_pb2
 from retain.scoring.v1 import scoring_pb2, scoring_pb2_grpc
@@ -168,3 +173,64 @@ def bench_grpc_latency(rate: float = 300.0, seconds: float = 5.0, offers: int = 
 if __name__ == "__main__":
     print(f"batch: {bench_batch_scoring():,.0f} customers/s")  # noqa: T201
     print(bench_grpc_latency())  # noqa: T201
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50_ms": statistics.median(ordered) * 1000, "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1000}
+
+
+def bench_bento_http_vs_in_process(calls: int = 300, *, start_timeout: float = 120.0) -> dict[str, float]:
+    """Single-customer `score` latency: the class called in-process vs `bentoml serve` over HTTP (httpx).
+
+    Starts `bentoml serve retain_scoring.bento_service:ScoringModels` on a free port against a temporary
+    model store holding the bench churn model, and reports its start-up time too.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        models = _models(home)
+        row = synthetic_inputs(1, seed=5)
+        local = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            models.score(row)
+            local.append(time.perf_counter() - began)
+        port = _free_port()
+        env = {**os.environ, "BENTOML_HOME": str(home), "RETAIN_SCORING_BENTOML_HOME": str(home)}
+        began = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "retain_scoring.bento_service:ScoringModels", "--port",
+             str(port), "--host", "127.0.0.1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+                while True:
+                    try:
+                        if client.get("/readyz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.perf_counter() - began > start_timeout or server.poll() is not None:
+                        raise RuntimeError("bentoml serve did not become ready")
+                    time.sleep(0.2)
+                startup = time.perf_counter() - began
+                body = {"features": row.tolist()}
+                client.post("/score", json=body).raise_for_status()
+                remote = []
+                for _ in range(calls):
+                    began = time.perf_counter()
+                    client.post("/score", json=body).raise_for_status()
+                    remote.append(time.perf_counter() - began)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    inner, http = _percentiles(local), _percentiles(remote)
+    return {"in_process_p50_ms": inner["p50_ms"], "in_process_p99_ms": inner["p99_ms"],
+            "http_p50_ms": http["p50_ms"], "http_p99_ms": http["p99_ms"], "serve_startup_s": startup}

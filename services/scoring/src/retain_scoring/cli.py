@@ -5,12 +5,13 @@ The lead mounts `app` as `retain clv`, `churn_app` as `retain churn` and `train_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -174,48 +175,103 @@ def evaluate(
 train_app = typer.Typer(help="Train, evaluate and promote every model for a workspace.")
 
 
+def _outcome_rows(outcomes: list[Any]) -> list[dict[str, object]]:
+    return [
+        {"kind": o.kind, "metric": o.metric, "candidate": _finite(o.candidate),
+         "incumbent": None if o.incumbent is None else _finite(o.incumbent), "promoted": o.promoted,
+         "model": {"name": o.ref.name, "version": o.ref.version}, "metrics": _metrics(o.metrics)}
+        for o in outcomes
+    ]
+
+
+async def _train_from_profile(
+    workspace: str, *, profile_addr: str, bentoml_home: str | None, holdout_days: int, step: Any
+) -> Any:
+    from retain_kit.grpcserver import channel
+
+    from retain_scoring.app import in_process_models
+    from retain_scoring.config import Settings
+    from retain_scoring.profile_client import ProfileOrders
+    from retain_scoring.retraining import train_workspace
+
+    settings = Settings()
+    if bentoml_home:
+        settings.bentoml_home = str(Path(bentoml_home).resolve())
+    models = await asyncio.to_thread(in_process_models, settings)
+    profile = channel(profile_addr)
+    try:
+        return await train_workspace(
+            workspace, data=ProfileOrders(profile, timeout=max(settings.rpc_timeout_seconds, 30.0)), models=models,
+            holdout_days=holdout_days, score_horizon_days=settings.default_horizon_days, step=step,
+        )
+    finally:
+        await profile.close()
+
+
 @train_app.callback(invoke_without_command=True)
 def train(
-    transactions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Transaction file.")],
+    transactions: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Train from this file instead of profile.")
+    ] = None,
     fmt: Annotated[TransactionFormat, typer.Option("--format", help="File layout.")] = TransactionFormat.cdnow,
-    workspace: Annotated[str, typer.Option(help="Workspace the models are for.")] = "ws_demo",
+    workspace: Annotated[
+        str | None, typer.Option(help="Train this workspace's own models (from profile unless --transactions).")
+    ] = None,
     holdout_days: Annotated[int, typer.Option(min=1, help="Held-out window at the end of the data (days).")] = 90,
+    profile_addr: Annotated[str | None, typer.Option(help="Profile address (RETAIN_PROFILE_ADDR).")] = None,
     bentoml_home: Annotated[str | None, typer.Option(help="Model store home (default BENTOML_HOME).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fit BTYD and churn on all but the last holdout_days, promote each only if not worse than serving.
 
-    Training reads a transaction file for now; training from the live profile database comes later.
+    `--workspace ws_x` alone trains ws_x's models from its orders in the profile service and stores every
+    customer's new scores (with model name and version) back in the profile. `--transactions FILE` trains
+    from a file instead: the workspace's models with --workspace, the deployment-wide ones without.
     """
+    if transactions is None and not workspace:
+        raise typer.BadParameter("give --workspace (train from profile) or --transactions", param_hint="--workspace")
     from retain_scoring.lifecycle import train_all
     from retain_scoring.store import ModelRegistry
-    registry = ModelRegistry(bentoml_home)
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    stored: int | None = None
     with Progress(*columns, console=console, transient=as_json) as progress:
-        task = progress.add_task("loading", total=14)
+        total = 14 if transactions is not None else 17
+        task = progress.add_task("loading", total=total)
 
         def step(text: str) -> None:
             progress.update(task, description=text, advance=1)
 
         try:
-            outcomes = train_all(load(transactions, fmt), workspace=workspace, registry=registry,
-                                 horizon_days=holdout_days, source=f"train:{transactions.name}", step=step)
+            if transactions is not None:
+                outcomes = train_all(load(transactions, fmt), workspace=workspace,
+                                     registry=ModelRegistry(bentoml_home), horizon_days=holdout_days,
+                                     source=f"train:{transactions.name}", step=step)
+            else:
+                from retain_kit.config import Endpoints
+                from retain_kit.errors import RetainError
+                try:
+                    result = asyncio.run(_train_from_profile(
+                        workspace or "", profile_addr=profile_addr or Endpoints().profile_addr,
+                        bentoml_home=bentoml_home, holdout_days=holdout_days, step=step,
+                    ))
+                except RetainError as exc:
+                    raise typer.BadParameter(str(exc), param_hint="--workspace") from exc
+                outcomes, stored = result.outcomes, result.stored_scores
         except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--transactions") from exc
-        progress.update(task, description="done", completed=14)
+            hint = "--transactions" if transactions is not None else "--workspace"
+            raise typer.BadParameter(str(exc), param_hint=hint) from exc
+        progress.update(task, description="done", completed=total)
     if as_json:
-        typer.echo(json.dumps([
-            {"kind": o.kind, "metric": o.metric, "candidate": _finite(o.candidate),
-             "incumbent": None if o.incumbent is None else _finite(o.incumbent), "promoted": o.promoted,
-             "model": {"name": o.ref.name, "version": o.ref.version}, "metrics": _metrics(o.metrics)}
-            for o in outcomes
-        ], indent=2))
+        rows = _outcome_rows(outcomes)
+        typer.echo(json.dumps(rows if stored is None else {"models": rows, "stored_scores": stored}, indent=2))
         return
-    table = Table(title=f"retain train: {workspace}, last {holdout_days} days held out")
-    for name in ("model", "metric", "candidate", "serving", "promoted", "version"):
+    table = Table(title=f"retain train: {workspace or 'all workspaces'}, last {holdout_days} days held out")
+    for name in ("model", "metric", "candidate", "serving", "promoted", "name", "version"):
         table.add_column(name)
     for o in outcomes:
         table.add_row(o.kind, o.metric, f"{o.candidate:.4f}", "-" if o.incumbent is None else f"{o.incumbent:.4f}",
-                      "yes" if o.promoted else "no", o.ref.version)
+                      "yes" if o.promoted else "no", o.ref.name, o.ref.version)
     Console().print(table)
+    if stored is not None:
+        typer.echo(f"stored {stored} scores in the profile")

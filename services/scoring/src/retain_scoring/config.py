@@ -23,6 +23,13 @@ class Settings(KitSettings):
     annual_discount_rate: float = 0.10
     offer_prior_alpha: float = 1.0
     offer_prior_beta: float = 9.0
+    # Scheduled retraining (`retain train` per workspace); 0 turns it off.
+    retrain_interval_hours: float = 0.0
+    # Retrained on every round, plus every workspace scored within retrain_recent_hours.
+    retrain_workspaces: list[str] = []
+    retrain_recent_hours: float = 24.0
+    # The held-out window a new model must not be worse on, and the horizon of the scores written back.
+    retrain_holdout_days: int = 90
 
     @model_validator(mode="after")
     def _bentoml_home(self) -> "Settings":

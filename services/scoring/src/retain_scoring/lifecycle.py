@@ -41,13 +41,18 @@ def _not_worse(candidate: float, incumbent: float | None, *, higher_is_better: b
 def train_all(
     transactions: Sequence[Transaction],
     *,
-    workspace: str,
+    workspace: str | None,
     registry: ModelRegistry,
     horizon_days: int = 90,
     source: str = "train",
     step: Step | None = None,
 ) -> list[Outcome]:
-    """Trains BTYD and churn, evaluates each on the held-out window and promotes the ones not worse."""
+    """Trains BTYD and churn, evaluates each on the held-out window and promotes the ones not worse.
+
+    With a workspace the models are that workspace's own (`retain-btyd-<workspace>`, ...) and the serving
+    version they must match is the workspace's, or the deployment-wide one it falls back to; without one
+    they are the deployment-wide models.
+    """
     if horizon_days <= 0:
         raise ValueError("horizon_days must be positive")
     history = History.of(transactions)
@@ -57,25 +62,25 @@ def train_all(
         raise ValueError("the history is shorter than the held-out window")
     note = step or (lambda _: None)
     meta = {"holdout_days": float(horizon_days)}
-    tag = f"{source} ws={workspace} cutoff={cutoff.isoformat()}"
+    tag = f"{source} ws={workspace or '*'} cutoff={cutoff.isoformat()}"
+    serving = registry.serving(workspace)
 
     note("BTYD: fitting")
     summary = summarise(transactions, calibration_end=cutoff, holdout_end=end)
     report = fit_btyd(summary)
     # An empty store serves the published CDNOW prior: that is what a first fit has to beat.
-    serving = registry.ensure_btyd()
-    incumbent = evaluate(serving.bgnbd, serving.gamma_gamma, summary)["holdout_mae"]
+    incumbent = evaluate(serving.btyd.bgnbd, serving.btyd.gamma_gamma, summary)["holdout_mae"]
     mae = report.metrics["holdout_mae"]
     promote = _not_worse(mae, incumbent, higher_is_better=False)
     ref = registry.save_btyd(report.bgnbd, report.gamma_gamma, source=tag, metrics={**report.metrics, **meta},
-                             promoted=promote)
+                             promoted=promote, workspace=workspace)
     outcomes = [Outcome("btyd", "holdout_mae", mae, incumbent, promote, ref, report.metrics)]
 
     note("churn: training")
     fit = train_churn(history, cutoff, horizon_days=horizon_days, progress=note)
     note("churn: evaluating")
     result = evaluate_churn(history, cutoff, horizon_days=horizon_days, classifier=fit.classifier, bgnbd=fit.bgnbd)
-    current = registry.current_churn()
+    current = serving.churn
     serving_auc: float | None = None
     if current is not None:
         serving_auc = evaluate_churn(
@@ -90,6 +95,6 @@ def train_all(
         **meta,
     }
     ref = registry.save_churn(fit.classifier, fit.bgnbd, horizon_days=horizon_days, source=tag, metrics=metrics,
-                              promoted=promote)
+                              promoted=promote, workspace=workspace)
     outcomes.append(Outcome("churn", "roc_auc", auc, serving_auc, promote, ref, metrics))
     return outcomes

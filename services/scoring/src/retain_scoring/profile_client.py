@@ -1,14 +1,21 @@
-"""FeatureSource over ProfileService.GetFeatures (gRPC)."""
+"""The profile service over gRPC: live features (GetFeatures), training orders and score write-back."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC
+
 import grpc
+from retain.common.v1 import common_pb2
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
 from retain_kit.enums import lifecycle_name
 from retain_kit.errors import InvalidArgument, NotFound, RetainError, Unavailable
+from retain_kit.protoconv import to_timestamp
 
+from retain_scoring.data.cdnow import Transaction
 from retain_scoring.domain.btyd import DAYS_PER_WEEK
 from retain_scoring.domain.scores import CustomerFeatures
+from retain_scoring.ports import ScoreRecord
 
 
 def features_from_proto(features: profile_pb2.Features) -> CustomerFeatures:
@@ -54,3 +61,52 @@ def _translate(exc: grpc.aio.AioRpcError, *, field: str) -> RetainError:
     if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(detail, field=field)
     return Unavailable(detail, field=field)
+
+
+class ProfileOrders:
+    """Training data and score write-back over ProfileService.ExportOrders / StoreScores."""
+
+    PAGE_SIZE = 5000
+    MAX_SCORES = 5000
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
+        self.stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        self.timeout = timeout
+
+    async def orders(self, workspace_id: str) -> list[Transaction]:
+        """Every order of the workspace, as (internal customer id, UTC day, revenue)."""
+        out: list[Transaction] = []
+        token = ""
+        while True:
+            request = profile_pb2.ExportOrdersRequest(workspace_id=workspace_id, page_size=self.PAGE_SIZE,
+                                                      page_token=token)
+            try:
+                page = await self.stub.ExportOrders(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise _translate(exc, field="workspace_id") from exc
+            out.extend(
+                Transaction(r.customer_id, r.timestamp.ToDatetime(tzinfo=UTC).date(), r.revenue) for r in page.rows
+            )
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def store(self, workspace_id: str, scores: Sequence[ScoreRecord]) -> int:
+        stored = 0
+        for start in range(0, len(scores), self.MAX_SCORES):
+            request = profile_pb2.StoreScoresRequest(
+                workspace_id=workspace_id,
+                scores=[
+                    profile_pb2.StoredScore(
+                        customer_id=s.customer_id, name=s.name, value=s.value,
+                        model=common_pb2.ModelRef(name=s.model.name, version=s.model.version),
+                        scored_at=to_timestamp(s.scored_at), horizon_days=s.horizon_days,
+                    )
+                    for s in scores[start:start + self.MAX_SCORES]
+                ],
+            )
+            try:
+                stored += (await self.stub.StoreScores(request, timeout=self.timeout)).stored
+            except grpc.aio.AioRpcError as exc:
+                raise _translate(exc, field="scores") from exc
+        return stored

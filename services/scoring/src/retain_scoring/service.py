@@ -29,7 +29,7 @@ from retain_scoring.domain.offers import (
 from retain_scoring.domain.scores import SCORE_COLUMNS, CustomerFeatures, check_features
 from retain_scoring.ports import FeatureSource
 from retain_scoring.repository import OfferOutcomeRepository
-from retain_scoring.store import BtydModel, ChurnModel, ModelRef
+from retain_scoring.store import BtydModel, ChurnModel, ModelRef, ServingModels
 
 MAX_CUSTOMERS = 5000
 MAX_HORIZON_DAYS = 3650
@@ -69,20 +69,24 @@ class CustomerScorer:
         source: FeatureSource,
         *,
         default_horizon_days: int = 90,
-        refresh_seconds: float = 60.0,
+        refresh_seconds: float | None = None,
     ) -> None:
         self.models = models
+        if refresh_seconds is not None:
+            models.refresh_seconds = refresh_seconds
         self.source = source
         self.default_horizon_days = default_horizon_days
-        self.refresh_seconds = refresh_seconds
-        self._checked = time.monotonic()
+        # workspace -> monotonic time of its latest score request: what scheduled retraining covers.
+        self.requested: dict[str, float] = {}
 
-    def model(self) -> BtydModel:
-        """The current BTYD model; a model saved by `retain clv fit --save` is picked up within a minute."""
-        if time.monotonic() - self._checked > self.refresh_seconds:
-            self._checked = time.monotonic()
-            return self.models.reload()
-        return self.models.btyd
+    async def serving(self, workspace_id: str) -> ServingModels:
+        """The workspace's models; one saved by `retain train` or `retain clv fit --save` serves within a minute."""
+        cached = self.models.cached(workspace_id)
+        return cached if cached is not None else await asyncio.to_thread(self.models.serving, workspace_id)
+
+    def recent_workspaces(self, within_seconds: float) -> list[str]:
+        since = time.monotonic() - within_seconds
+        return sorted(w for w, at in self.requested.items() if at >= since)
 
     def stored_models(self) -> list[BtydModel]:
         """Every BTYD model in the store, newest first."""
@@ -115,17 +119,10 @@ class CustomerScorer:
             [input_row(f, now=now, horizon_weeks=horizon / DAYS_PER_WEEK) for _, f in resolved],
             dtype=np.float64,
         )
-        model = self.model()
-        churn = self.models.churn
-        matrix = self.models.score(rows)
-        scores = [
-            CustomerScore(
-                customer_id, dict(zip(SCORE_COLUMNS, map(float, matrix[i]), strict=True)), model.ref,
-                churn.ref if churn is not None else model.ref,
-            )
-            for i, (customer_id, _) in enumerate(resolved)
-        ]
-        return scores, horizon, scored_at
+        self.requested[workspace_id] = time.monotonic()
+        models = await self.serving(workspace_id)
+        matrix = self.models.score_with(rows, models)
+        return scores_of([c for c, _ in resolved], matrix, models), horizon, scored_at
 
     async def _features(self, workspace_id: str, index: int, customer: CustomerRequest) -> tuple[str, CustomerFeatures]:
         if customer.features is not None:
@@ -136,6 +133,16 @@ class CustomerScorer:
         if bad := check_features(features):
             raise InvalidArgument(f"profile returned an invalid {bad}", field=f"customers[{index}].customer_id")
         return customer_id, features
+
+
+def scores_of(customer_ids: Sequence[str], matrix: np.ndarray, models: ServingModels) -> list[CustomerScore]:
+    """Score rows -> CustomerScores, each value tagged with the model that produced it."""
+    btyd = models.btyd.ref
+    churn = models.churn.ref if models.churn is not None else btyd
+    return [
+        CustomerScore(customer_id, dict(zip(SCORE_COLUMNS, map(float, matrix[i]), strict=True)), btyd, churn)
+        for i, customer_id in enumerate(customer_ids)
+    ]
 
 
 def _check_offer_id(offer_id: str, field: str) -> None:

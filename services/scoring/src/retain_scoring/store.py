@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,20 @@ PRIOR_SOURCE = "prior:cdnow-fhl2005"
 CDNOW_BGNBD = BgNbdParams(r=0.243, alpha=4.414, a=0.793, b=2.426)
 CDNOW_GAMMA_GAMMA = GammaGammaParams(p=6.25, q=3.74, gamma=15.44)
 CDNOW_LOG_LIKELIHOOD = -9582.4
+WORKSPACE = "workspace"
+# BentoML tag names: lower-case alphanumerics, '-', '_' and '.', at most 63 characters.
+_TAG_NAME = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+
+
+def model_name(base: str, workspace: str | None) -> str:
+    """`retain-churn` deployment-wide, `retain-churn-<workspace>` for one workspace's own models."""
+    if not workspace:
+        return base
+    name = f"{base}-{workspace}"
+    if len(name) > 63 or not _TAG_NAME.match(name):
+        raise ValueError(f"workspace {workspace!r} cannot name a model (lower-case letters, digits, -, _, .)")
+    return name
+
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,14 @@ class ChurnModel:
     created_at: datetime
     promoted: bool
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServingModels:
+    """The models one workspace is scored with: its own promoted ones, else the deployment-wide ones."""
+
+    btyd: BtydModel
+    churn: ChurnModel | None
 
 
 @dataclass(frozen=True)
@@ -144,6 +167,7 @@ class ModelRegistry:
         source: str,
         metrics: dict[str, float],
         promoted: bool | None = None,
+        workspace: str | None = None,
     ) -> ModelRef:
         params = {"bgnbd": bgnbd.as_dict(), "gamma_gamma": gamma_gamma.as_dict()}
         clean = _finite(metrics)
@@ -151,25 +175,33 @@ class ModelRegistry:
         if "log_likelihood" in clean:
             headline["log_likelihood"] = clean["log_likelihood"]
         with bentoml.models.create(
-            BTYD_MODEL,
-            labels=_labels("btyd", promoted),
+            model_name(BTYD_MODEL, workspace),
+            labels=_labels("btyd", promoted, workspace),
             metadata=headline,
             _model_store=self._store,
         ) as model:
             Path(model.path, PARAMS_FILE).write_text(json.dumps(params, indent=2), encoding="utf-8")
         return ModelRef(model.tag.name, str(model.tag.version))
 
-    def load_btyd(self, version: str = "latest") -> BtydModel:
+    def load_btyd(self, version: str = "latest", *, workspace: str | None = None) -> BtydModel:
         """Raises bentoml.exceptions.NotFound when the store holds no such model."""
-        return self._to_btyd(self._store.get(f"{BTYD_MODEL}:{version}"))
+        return self._to_btyd(self._store.get(f"{model_name(BTYD_MODEL, workspace)}:{version}"))
 
     def list_btyd(self) -> list[BtydModel]:
-        return sorted((self._to_btyd(m) for m in self._list(BTYD_MODEL)), key=lambda m: m.created_at,
+        """Every BTYD model, deployment-wide and per workspace, newest first."""
+        return sorted((self._to_btyd(m) for m in self._list_kind(BTYD_MODEL)), key=lambda m: m.created_at,
                       reverse=True)
 
-    def current_btyd(self) -> BtydModel | None:
-        """The newest BTYD model not turned down by `retain train`."""
-        return self._to_btyd(m) if (m := self._current(BTYD_MODEL)) is not None else None
+    def current_btyd(self, workspace: str | None = None) -> BtydModel | None:
+        """The newest BTYD model (of the workspace, when given) not turned down by `retain train`."""
+        m = self._current(model_name(BTYD_MODEL, workspace))
+        return self._to_btyd(m) if m is not None else None
+
+    def serving(self, workspace: str | None = None) -> ServingModels:
+        """A workspace's promoted models, each falling back to the deployment-wide one it lacks."""
+        btyd = self.current_btyd(workspace) if workspace else None
+        churn = self.current_churn(workspace) if workspace else None
+        return ServingModels(btyd or self.ensure_btyd(), churn or self.current_churn())
 
     def ensure_btyd(self) -> BtydModel:
         """The serving BTYD model, bootstrapping the published CDNOW prior into an empty store."""
@@ -193,27 +225,34 @@ class ModelRegistry:
         source: str,
         metrics: dict[str, float],
         promoted: bool | None = None,
+        workspace: str | None = None,
     ) -> ModelRef:
         params = {"bgnbd": bgnbd.as_dict(), "horizon_days": horizon_days}
         metadata: dict[str, Any] = {"source": source, "metrics": _finite(metrics), "parameters": params}
         with bentoml.models.create(
-            CHURN_MODEL, labels=_labels("churn", promoted), metadata=metadata, _model_store=self._store
+            model_name(CHURN_MODEL, workspace), labels=_labels("churn", promoted, workspace), metadata=metadata,
+            _model_store=self._store,
         ) as model:
             Path(model.path, PARAMS_FILE).write_text(json.dumps(params, indent=2), encoding="utf-8")
             Path(model.path, CLASSIFIER_FILE).write_bytes(pickle.dumps(classifier))
         return ModelRef(model.tag.name, str(model.tag.version))
 
-    def load_churn(self, version: str = "latest") -> ChurnModel:
+    def load_churn(self, version: str = "latest", *, workspace: str | None = None) -> ChurnModel:
         """Raises bentoml.exceptions.NotFound when the store holds no such model."""
-        return self._to_churn(self._store.get(f"{CHURN_MODEL}:{version}"))
+        return self._to_churn(self._store.get(f"{model_name(CHURN_MODEL, workspace)}:{version}"))
 
-    def current_churn(self) -> ChurnModel | None:
-        """The newest churn model not turned down by `retain train`; None when there is none."""
-        return self._to_churn(m) if (m := self._current(CHURN_MODEL)) is not None else None
+    def current_churn(self, workspace: str | None = None) -> ChurnModel | None:
+        """The newest churn model (of the workspace, when given) not turned down by `retain train`."""
+        m = self._current(model_name(CHURN_MODEL, workspace))
+        return self._to_churn(m) if m is not None else None
 
     def list_churn(self) -> list[ChurnModel]:
-        return sorted((self._to_churn(m) for m in self._list(CHURN_MODEL)), key=lambda m: m.created_at,
+        """Every churn model, deployment-wide and per workspace, newest first."""
+        return sorted((self._to_churn(m) for m in self._list_kind(CHURN_MODEL)), key=lambda m: m.created_at,
                       reverse=True)
+
+    def _list_kind(self, base: str) -> list[Any]:
+        return [m for m in self._store.list() if m.tag.name == base or m.tag.name.startswith(base + "-")]
 
     def _list(self, name: str) -> list[Any]:
         try:
@@ -263,8 +302,13 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
 
 
-def _labels(kind: str, promoted: bool | None) -> dict[str, str]:
-    return {"kind": kind} if promoted is None else {"kind": kind, PROMOTED: "true" if promoted else "false"}
+def _labels(kind: str, promoted: bool | None, workspace: str | None = None) -> dict[str, str]:
+    labels = {"kind": kind}
+    if promoted is not None:
+        labels[PROMOTED] = "true" if promoted else "false"
+    if workspace:
+        labels[WORKSPACE] = workspace
+    return labels
 
 
 def fit_and_save_btyd(

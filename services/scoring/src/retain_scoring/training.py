@@ -185,8 +185,12 @@ def train_churn(
         if progress:
             progress(f"snapshot {at.isoformat()} (+{window}d)")
         snap = snapshot(known, at, horizon_days=window)
-        parts.append(snap.matrix())
-        labels.append(known.churned(snap.customers, at, window))
+        matrix = snap.matrix()
+        # An early snapshot of a small workspace can fit degenerate BG/NBD parameters whose expectations
+        # overflow; those rows teach nothing, and the classifier refuses NaN.
+        finite = np.isfinite(matrix).all(axis=1)
+        parts.append(matrix[finite])
+        labels.append(known.churned(snap.customers, at, window)[finite])
         used.append((at, window))
     features = stack(parts, len(MODEL_COLUMNS))
     y = np.concatenate(labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,21 @@ class SegmentedBandit:
                 offer_id, impressions=c.impressions + 1, clicks=c.clicks, accepts=c.accepts + int(accepted),
                 declines=c.declines + int(not accepted),
             )
+
+
+# Column layouts of the BentoML `nbo` API: one row per (customer, offer) in, propensity and a draw out.
+OFFER_INPUT_COLUMNS = ("impressions", "accepts", "segment_impressions", "segment_accepts", "prior_alpha",
+                       "prior_beta")
+OFFER_SCORE_COLUMNS = ("propensity", "thompson_sample")
+
+
+def offer_matrix(rows: npt.ArrayLike, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """Posterior mean and one Thompson draw per row, the arithmetic ScoreOffers applies to stored counts."""
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(OFFER_INPUT_COLUMNS))
+    out = np.empty((len(table), len(OFFER_SCORE_COLUMNS)), dtype=np.float64)
+    for i, (shown, accepted, seg_shown, seg_accepted, alpha, beta) in enumerate(table):
+        overall = OfferCounts("", impressions=int(shown), accepts=int(accepted))
+        segment = OfferCounts("", impressions=int(seg_shown), accepts=int(seg_accepted))
+        post = segment_posterior(overall, segment, BetaPrior(alpha, beta))
+        out[i] = (mean(post), rng.beta(post.alpha, post.beta))
+    return out

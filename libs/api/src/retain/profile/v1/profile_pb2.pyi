@@ -621,6 +621,7 @@ class Profile(_message.Message):
     CONSENTS_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     LOCALE_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     workspace_id: _builtins.str
     events_count: _builtins.int
@@ -638,6 +639,10 @@ class Profile(_message.Message):
     def features(self) -> Global___Features: ...
     @_builtins.property
     def consents(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Consent]: ...
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredScore]:
+        """The latest scores written back by scoring (batch scoring after training), one per score name."""
+
     def __init__(
         self,
         *,
@@ -652,10 +657,11 @@ class Profile(_message.Message):
         consents: _abc.Iterable[_common_pb2.Consent] | None = ...,
         time_zone: _builtins.str = ...,
         locale: _builtins.str = ...,
+        scores: _abc.Iterable[Global___StoredScore] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "first_seen", b"first_seen", "last_seen", b"last_seen", "traits", b"traits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consents", b"consents", "customer_id", b"customer_id", "events_count", b"events_count", "features", b"features", "first_seen", b"first_seen", "identifiers", b"identifiers", "last_seen", b"last_seen", "locale", b"locale", "time_zone", b"time_zone", "traits", b"traits", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consents", b"consents", "customer_id", b"customer_id", "events_count", b"events_count", "features", b"features", "first_seen", b"first_seen", "identifiers", b"identifiers", "last_seen", b"last_seen", "locale", b"locale", "scores", b"scores", "time_zone", b"time_zone", "traits", b"traits", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1496,3 +1502,179 @@ class EraseCustomerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseCustomerResponse: _TypeAlias = EraseCustomerResponse  # noqa: Y015
+
+@_typing.final
+class OrderRow(_message.Message):
+    """One "Order Completed" event, reduced to what model training needs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    REVENUE_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    revenue: _builtins.float
+    discount: _builtins.float
+    category: _builtins.str
+    """The order's first category, lower-cased; empty when it has none."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        revenue: _builtins.float = ...,
+        discount: _builtins.float = ...,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "customer_id", b"customer_id", "discount", b"discount", "revenue", b"revenue", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderRow: _TypeAlias = OrderRow  # noqa: Y015
+
+@_typing.final
+class ExportOrdersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    page_size: _builtins.int
+    """Default 1000, at most 10000."""
+    page_token: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Optional bounds on the order time: since inclusive, until exclusive."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "since", b"since", "until", b"until", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportOrdersRequest: _TypeAlias = ExportOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ExportOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderRow]: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___OrderRow] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportOrdersResponse: _TypeAlias = ExportOrdersResponse  # noqa: Y015
+
+@_typing.final
+class StoredScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SCORED_AT_FIELD_NUMBER: _builtins.int
+    HORIZON_DAYS_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    name: _builtins.str
+    """churn_risk, clv, p_alive, expected_value, value_at_risk, ..."""
+    value: _builtins.float
+    horizon_days: _builtins.int
+    @_builtins.property
+    def model(self) -> _common_pb2.ModelRef: ...
+    @_builtins.property
+    def scored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        value: _builtins.float = ...,
+        model: _common_pb2.ModelRef | None = ...,
+        scored_at: _timestamp_pb2.Timestamp | None = ...,
+        horizon_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "scored_at", b"scored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "horizon_days", b"horizon_days", "model", b"model", "name", b"name", "scored_at", b"scored_at", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredScore: _TypeAlias = StoredScore  # noqa: Y015
+
+@_typing.final
+class StoreScoresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredScore]:
+        """Internal customer ids (cus_...); at most 5000 scores per call."""
+
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        scores: _abc.Iterable[Global___StoredScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scores", b"scores", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreScoresRequest: _TypeAlias = StoreScoresRequest  # noqa: Y015
+
+@_typing.final
+class StoreScoresResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_FIELD_NUMBER: _builtins.int
+    stored: _builtins.int
+    def __init__(
+        self,
+        *,
+        stored: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreScoresResponse: _TypeAlias = StoreScoresResponse  # noqa: Y015

@@ -115,6 +115,16 @@ class ProfileServiceStub:
                 request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerRequest.SerializeToString,
                 response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerResponse.FromString,
                 _registered_method=True)
+        self.ExportOrders = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/ExportOrders',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportOrdersRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportOrdersResponse.FromString,
+                _registered_method=True)
+        self.StoreScores = channel.unary_unary(
+                '/retain.profile.v1.ProfileService/StoreScores',
+                request_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.StoreScoresRequest.SerializeToString,
+                response_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.StoreScoresResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -229,6 +239,20 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportOrders(self, request, context):
+        """Every order of a workspace (for model training), in stored order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreScores(self, request, context):
+        """Keeps the latest score per (customer, score name) with the model behind it; GetProfile returns them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -311,6 +335,16 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.EraseCustomer,
                     request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerRequest.FromString,
                     response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerResponse.SerializeToString,
+            ),
+            'ExportOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportOrders,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportOrdersRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.ExportOrdersResponse.SerializeToString,
+            ),
+            'StoreScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreScores,
+                    request_deserializer=retain_dot_profile_dot_v1_dot_profile__pb2.StoreScoresRequest.FromString,
+                    response_serializer=retain_dot_profile_dot_v1_dot_profile__pb2.StoreScoresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +780,60 @@ class ProfileService:
             '/retain.profile.v1.ProfileService/EraseCustomer',
             retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerRequest.SerializeToString,
             retain_dot_profile_dot_v1_dot_profile__pb2.EraseCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/ExportOrders',
+            retain_dot_profile_dot_v1_dot_profile__pb2.ExportOrdersRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.ExportOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retain.profile.v1.ProfileService/StoreScores',
+            retain_dot_profile_dot_v1_dot_profile__pb2.StoreScoresRequest.SerializeToString,
+            retain_dot_profile_dot_v1_dot_profile__pb2.StoreScoresResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,10 @@ class ProfileServiceStub:
     """PDPA access request: everything profile holds about one customer."""
     EraseCustomer: _grpc.UnaryUnaryMultiCallable[_profile_pb2.EraseCustomerRequest, _profile_pb2.EraseCustomerResponse]
     """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure."""
+    ExportOrders: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ExportOrdersRequest, _profile_pb2.ExportOrdersResponse]
+    """Every order of a workspace (for model training), in stored order, a page at a time."""
+    StoreScores: _grpc.UnaryUnaryMultiCallable[_profile_pb2.StoreScoresRequest, _profile_pb2.StoreScoresResponse]
+    """Keeps the latest score per (customer, score name) with the model behind it; GetProfile returns them."""
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -95,6 +99,10 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     """PDPA access request: everything profile holds about one customer."""
     EraseCustomer: _aio.UnaryUnaryMultiCallable[_profile_pb2.EraseCustomerRequest, _profile_pb2.EraseCustomerResponse]  # type: ignore[assignment]
     """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure."""
+    ExportOrders: _aio.UnaryUnaryMultiCallable[_profile_pb2.ExportOrdersRequest, _profile_pb2.ExportOrdersResponse]  # type: ignore[assignment]
+    """Every order of a workspace (for model training), in stored order, a page at a time."""
+    StoreScores: _aio.UnaryUnaryMultiCallable[_profile_pb2.StoreScoresRequest, _profile_pb2.StoreScoresResponse]  # type: ignore[assignment]
+    """Keeps the latest score per (customer, score name) with the model behind it; GetProfile returns them."""
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """The unified customer profile: events, identities, traits, consent and live features."""
@@ -222,5 +230,21 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.EraseCustomerResponse, _abc.Awaitable[_profile_pb2.EraseCustomerResponse]]:
         """PDPA erasure: removes personal data, keeps anonymised aggregates, records the erasure."""
+
+    @_abc_1.abstractmethod
+    def ExportOrders(
+        self,
+        request: _profile_pb2.ExportOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ExportOrdersResponse, _abc.Awaitable[_profile_pb2.ExportOrdersResponse]]:
+        """Every order of a workspace (for model training), in stored order, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def StoreScores(
+        self,
+        request: _profile_pb2.StoreScoresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.StoreScoresResponse, _abc.Awaitable[_profile_pb2.StoreScoresResponse]]:
+        """Keeps the latest score per (customer, score name) with the model behind it; GetProfile returns them."""
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
