@@ -146,7 +146,15 @@ def install(app: FastAPI, *, retry_after_seconds: int = 1) -> None:
             error_body(error, str(exc.detail)), exc.status_code, headers=dict(exc.headers or {})
         )
 
+    async def on_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # protobuf refuses numbers that do not fit its fields (int32/int64): bad input, not a server fault.
+        if "out of range" not in str(exc):
+            raise exc
+        log.info("out-of-range input on %s: %s", request.url.path, exc)
+        return JSONResponse(error_body("invalid_argument", f"a number is out of range: {exc}", ""), 422)
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ValueError, on_out_of_range)
     app.add_exception_handler(grpc.aio.AioRpcError, on_rpc_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ValidationError, on_validation)

@@ -158,7 +158,7 @@ async def get_journey(
     journey_id: JourneyId,
     principal: Annotated[Principal, Depends(require(Action.READ_JOURNEYS))],
     state: State,
-    version: Annotated[int, Query(ge=0, description="0 = the current version")] = 0,
+    version: Annotated[int, Query(ge=0, le=2**31 - 1, description="0 = the current version")] = 0,
 ) -> Any:
     response = await state.decision.GetJourney(
         decision_pb2.GetJourneyRequest(workspace_id=principal.workspace_id, journey_id=journey_id, version=version),

@@ -61,7 +61,7 @@ class PolicyIn(BaseModel):
     holdout_salt: str = ""
     load_weight: float | None = Field(None, ge=0.0)
     # Optimistic concurrency: apply only if the current version is this one.
-    expected_version: int = Field(0, ge=0)
+    expected_version: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class PolicyOut(PolicyIn):
@@ -144,7 +144,7 @@ def policy_in(body: PolicyIn) -> decision_pb2.Policy:
 async def get_policy(
     principal: Annotated[Principal, Depends(require(Action.READ_POLICIES))],
     state: State,
-    version: Annotated[int, Query(ge=0, description="0 = the current version")] = 0,
+    version: Annotated[int, Query(ge=0, le=2**31 - 1, description="0 = the current version")] = 0,
 ) -> Any:
     response = await state.decision.GetPolicy(
         decision_pb2.GetPolicyRequest(workspace_id=principal.workspace_id, version=version), timeout=state.timeout
