@@ -98,18 +98,24 @@ def demo_consents(customers: list[dict[str, Any]]) -> dict[str, list[dict[str, s
     return result
 
 
+# Journey templates switched on for the demo before its events arrive, so the plays run on them.
+DEMO_JOURNEYS = ("welcome_series", "post_purchase_feedback", "service_recovery", "winback_lapsed")
+
+
 def load(gateway_url: str, api_key: str, *, now: datetime | None = None) -> dict[str, int]:
-    """Send the demo events and consents through the gateway; returns counts."""
+    """Install the demo journeys, then send the demo events and consents through the gateway; returns counts."""
     now = now or datetime.now(UTC).replace(microsecond=0)
     customers = demo_customers(now)
     events = demo_events(now, customers)
     headers = {"Authorization": f"Bearer {api_key}"}
     accepted = 0
     with httpx.Client(base_url=gateway_url, headers=headers, timeout=30) as client:
+        for name in DEMO_JOURNEYS:
+            client.post(f"/v1/journeys/templates/{name}").raise_for_status()
         for start in range(0, len(events), 200):
             reply = client.post("/v1/batch", json={"batch": events[start : start + 200]})
             reply.raise_for_status()
             accepted += len(events[start : start + 200])
         for user_id, consents in demo_consents(customers).items():
             client.put(f"/v1/customers/{user_id}/consents", json={"consents": consents}).raise_for_status()
-    return {"customers": len(customers), "events": accepted}
+    return {"customers": len(customers), "events": accepted, "journeys": len(DEMO_JOURNEYS)}

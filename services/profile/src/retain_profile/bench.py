@@ -7,6 +7,7 @@ set, else a temporary SQLite file. `python -m retain_profile.bench` prints both.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -168,10 +169,208 @@ async def read_latency(
                        f"{kind}, {rate:.0f} req/s, p50 {statistics.median(ordered):.2f} ms, n={len(ordered)}")
 
 
+def segment_batch(start: int, count: int, *, customers: int, run: str, seed: int = 11) -> list[dict[str, Any]]:
+    """`count` Segment track messages in the same event mix as make_events, for the gateway's /v1/batch."""
+    rng = random.Random(seed + start)
+    names = [n for n, _ in EVENT_MIX]
+    weights = [w for _, w in EVENT_MIX]
+    now = datetime.now(UTC)
+    out = []
+    for i in range(start, start + count):
+        name = rng.choices(names, weights)[0]
+        props: dict[str, Any] = {"category": rng.choice(("shoes", "bags", "beauty"))}
+        if name == "Order Completed":
+            props.update(revenue=round(rng.uniform(100, 5000), 2), discount=round(rng.uniform(0, 100), 2))
+        elif name == "Message Opened":
+            props["channel"] = rng.choice(("email", "line", "sms"))
+        stamp = now - timedelta(minutes=rng.uniform(0, 60 * 24 * 365))
+        out.append({
+            "type": "track", "messageId": f"{run}-{i}", "event": name, "properties": props,
+            "userId": f"{run}-user-{i if i < customers else rng.randrange(customers)}",
+            "timestamp": stamp.isoformat(),
+        })
+    return out
+
+
+async def gateway_batch_rate(
+    gateway_url: str, api_key: str, seconds: float = 10.0, *, concurrency: int = 4, batch: int = 500,
+    customers: int = 5_000, warmup_batches: int = 12,
+) -> BenchResult:
+    """Sustained events/s through a running gateway's POST /v1/batch (features kept current by profile).
+
+    `concurrency` aiohttp connections each keep one 500-event batch in flight; payloads are built before the
+    clock starts so the load generator is never the bottleneck. The first `warmup_batches` create the
+    customers and are not timed."""
+    import aiohttp
+
+    run = uuid.uuid4().hex[:8]
+    expected = warmup_batches + int(seconds * 20_000 / batch) + concurrency
+    bodies = [
+        json.dumps({"batch": segment_batch(i * batch, batch, customers=customers, run=run)}).encode()
+        for i in range(expected)
+    ]
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(gateway_url, headers=headers, connector=connector) as session:
+
+        failed: list[str] = []
+
+        async def post(body: bytes) -> int:
+            async with session.post("/v1/batch", data=body) as resp:
+                reply = await resp.json()
+                if resp.status >= 400:
+                    failed.append(f"{resp.status} {str(reply)[:120]}")
+                    return 0
+                return int(reply["accepted"]) + int(reply["duplicates"])
+
+        for chunk in range(0, warmup_batches, concurrency):
+            await asyncio.gather(*(post(b) for b in bodies[chunk : min(chunk + concurrency, warmup_batches)]))
+        queue = iter(bodies[warmup_batches:])
+        counted = 0
+        latencies: list[float] = []
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal counted
+            for body in queue:
+                if time.perf_counter() > stop_at:
+                    return
+                begin = time.perf_counter()
+                counted += await post(body)
+                latencies.append(time.perf_counter() - begin)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    p50 = statistics.median(latencies) * 1000 if latencies else 0.0
+    return BenchResult("profile ingest via gateway /v1/batch", counted / elapsed, "events/s",
+                       f"{len(latencies)} batches of {batch}, {concurrency} in flight, {customers} customers, "
+                       f"batch p50 {p50:.0f} ms, {len(failed)} failed" + (f" (first: {failed[0]})" if failed else ""))
+
+
+async def gateway_read_latency(
+    gateway_url: str, api_key: str, references: list[str], *, rate: float = 200.0, seconds: float = 5.0
+) -> BenchResult:
+    """GET /v1/customers/{id} p99 (ms) at a paced request rate (open loop: late responses do not slow it)."""
+    import aiohttp
+
+    rng = random.Random(5)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(gateway_url, headers=headers, connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal failures
+            begin = time.perf_counter()
+            async with session.get(f"/v1/customers/{rng.choice(references)}") as resp:
+                await resp.read()
+                failures += resp.status != 200
+            latencies.append((time.perf_counter() - begin) * 1000)
+
+        for _ in range(int(rate)):  # warm-up (connections, caches), one request at a time
+            await one()
+        # The unloaded service time: what one request costs end to end with nothing else in flight.
+        sequential = statistics.median(latencies[len(latencies) // 2 :])
+        latencies.clear()
+        tasks = []
+        start_at = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            delay = start_at + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        achieved = len(tasks) / (time.perf_counter() - start_at)
+    ordered = sorted(latencies)
+    p99 = ordered[min(int(len(ordered) * 0.99), len(ordered) - 1)]
+    return BenchResult("profile read p99 via gateway GET /v1/customers", p99, "ms",
+                       f"paced {rate:.0f} req/s (achieved {achieved:.0f}), p50 {statistics.median(ordered):.2f} ms, "
+                       f"one-at-a-time p50 {sequential:.2f} ms, "
+                       f"n={len(ordered)}, {failures} non-200")
+
+
+def gateway_stack_bench(seconds: float = 10.0) -> list[BenchResult]:
+    """Starts the whole suite (retain_cli.stack.Stack) on RETAIN_DATABASE_URL with a fresh schema per service,
+    then measures ingestion and reads through the gateway."""
+    import shutil
+    import subprocess
+    import sys
+
+    from retain_cli.stack import GRPC_SERVICES, Stack, pick_ports
+
+    db_url = os.environ.get("RETAIN_DATABASE_URL", "")
+    var_dir = Path(tempfile.mkdtemp(prefix="retain-profile-bench-"))
+    # Batches of 500 can queue behind each other's customer row locks on a loaded machine: allow for it.
+    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+           "RETAIN_GATEWAY_RPC_TIMEOUT_SECONDS": "10"}
+    schemas = []
+    if db_url.startswith("postgres"):
+        run = uuid.uuid4().hex[:8]
+        for name in (*GRPC_SERVICES, "gateway"):
+            env[f"RETAIN_{name.upper()}_DATABASE_SCHEMA"] = schema = f"bench_{run}_{name}"
+            schemas.append(schema)
+    stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=False), extra_env=env, log_dir=var_dir / "logs")
+    try:
+        stack.start(timeout=180)
+        out = subprocess.run(
+            [sys.executable, "-m", "retain_cli.main", "keys", "create", "--workspace", "ws_bench", "--roles",
+             "admin", "--var-dir", str(var_dir)], env=stack.env(), check=True, capture_output=True, text=True,
+        ).stdout
+        key = next(w for line in out.splitlines() if "API key:" in line for w in line.split()[2:3])
+
+        async def measure() -> list[BenchResult]:
+            # Reads first: the ingest run leaves the decision worker a stream backlog it works through for a
+            # while, which would otherwise compete with the reads for the same cores.
+            refs = await _known_customers(stack.gateway_url, key)
+            await asyncio.sleep(3)
+            read = await gateway_read_latency(stack.gateway_url, key, refs)
+            ingest = await gateway_batch_rate(stack.gateway_url, key, seconds)
+            return [read, ingest]
+
+        return asyncio.run(measure())
+    finally:
+        stack.stop()
+        if schemas:
+            asyncio.run(_drop_schemas(db_url, schemas))
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+async def _known_customers(gateway_url: str, api_key: str, count: int = 2_000) -> list[str]:
+    """User ids of customers the ingest run created (its first messages each created one)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    run = uuid.uuid4().hex[:8]
+    async with aiohttp.ClientSession(gateway_url, headers=headers) as session:
+        for start in range(0, count, 500):
+            body = {"batch": segment_batch(start, 500, customers=count, run=run)}
+            async with session.post("/v1/batch", json=body) as resp:
+                resp.raise_for_status()
+    return [f"{run}-user-{i}" for i in range(count)]
+
+
+async def _drop_schemas(url: str, schemas: list[str]) -> None:
+    engine = create_engine(async_database_url(url))
+    async with engine.begin() as conn:
+        for schema in schemas:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()
+
+
 async def main() -> None:
     for result in (await ingest_rate(), await read_latency()):
-        print(f"{result.name:40s} {result.value:10.1f} {result.unit:9s} {result.detail}")  # noqa: T201
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(f"{result.name:40s} {result.value:10.1f} {result.unit:9s} {result.detail}, load {load}")  # noqa: T201
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    if "--gateway" in sys.argv:
+        for result in gateway_stack_bench():
+            load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+            print(f"{result.name:48s} {result.value:10.1f} {result.unit:9s} {result.detail}, load {load}")  # noqa: T201
+    else:
+        asyncio.run(main())

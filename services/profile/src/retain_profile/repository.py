@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_profile.domain.consent import ConsentRecord
 from retain_profile.domain.features import EventFact
-from retain_profile.domain.identity import LOOKUP_ORDER, CustomerRef, Identifier
+from retain_profile.domain.identity import LOOKUP_ORDER, Identifier
 from retain_profile.models import (
     ConsentHistoryRow,
     ConsentRow,
@@ -62,6 +62,12 @@ class ProfileRepository:
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
 
+    async def analyze(self) -> None:
+        """Refresh planner statistics of the ingest tables (PostgreSQL). Without them a young table's keyed
+        probes get planned as scans of the whole workspace, once per event of a batch."""
+        if self.dialect == "postgresql":
+            await self.session.execute(text("ANALYZE events, customers, customer_identifiers, customer_features"))
+
     async def owners(self, workspace_id: str, identifiers: Iterable[Identifier]) -> dict[Identifier, str]:
         keys = [(i.kind, i.value) for i in identifiers]
         if not keys:
@@ -89,27 +95,6 @@ class ProfileRepository:
             .order_by(IdentifierRow.kind, IdentifierRow.value)
         )
         return [Identifier(r.kind, r.value) for r in (await self.session.execute(stmt)).scalars()]
-
-    async def create_customer(self, workspace_id: str, customer_id: str, *, now: datetime) -> CustomerRow:
-        row = CustomerRow(
-            customer_id=customer_id, workspace_id=workspace_id, created_at=now, updated_at=now,
-            merged_into=None, traits={}, trait_times={},
-        )
-        self.session.add(row)
-        return row
-
-    async def lock_customers(self, workspace_id: str, customer_ids: Iterable[str]) -> list[CustomerRow]:
-        """Loads (and on PostgreSQL row-locks) many customers at once, in id order so lockers never deadlock."""
-        ids = sorted(set(customer_ids))
-        if not ids:
-            return []
-        stmt = (
-            select(CustomerRow)
-            .where(CustomerRow.workspace_id == workspace_id, CustomerRow.customer_id.in_(ids))
-            .order_by(CustomerRow.customer_id)
-            .with_for_update()
-        )
-        return list((await self.session.execute(stmt)).scalars())
 
     async def lock_customer_states(
         self, workspace_id: str, customer_ids: Iterable[str]
@@ -198,24 +183,18 @@ chain(customer_id, merged_into, depth) AS (
 live(customer_id) AS (SELECT customer_id FROM chain WHERE merged_into IS NULL LIMIT 1)
 SELECT 0 AS part, c.customer_id AS a, CAST(c.traits AS TEXT) AS b, NULL AS c, NULL AS d, NULL AS e, NULL AS f,
        c.erased_at AS at
-  FROM customers c JOIN live l ON c.customer_id = l.customer_id
+  FROM customers c WHERE c.customer_id = (SELECT customer_id FROM live)
 UNION ALL
 SELECT 1, NULL, CAST(s.summary AS TEXT), NULL, NULL, NULL, NULL, NULL
-  FROM customer_features s JOIN live l ON s.customer_id = l.customer_id
+  FROM customer_features s WHERE s.customer_id = (SELECT customer_id FROM live)
 UNION ALL
 SELECT 2, i.kind, i.value, NULL, NULL, NULL, NULL, NULL
-  FROM customer_identifiers i JOIN live l ON i.customer_id = l.customer_id WHERE i.workspace_id = :ws
+  FROM customer_identifiers i WHERE i.customer_id = (SELECT customer_id FROM live) AND i.workspace_id = :ws
 UNION ALL
 SELECT 3, n.channel, n.purpose, n.status, n.source, n.lawful_basis, n.policy_version, n.updated_at
-  FROM consents n JOIN live l ON n.customer_id = l.customer_id WHERE n.workspace_id = :ws
+  FROM consents n WHERE n.workspace_id = :ws AND n.customer_id = (SELECT customer_id FROM live)
 ORDER BY 1, 2, 3"""
         return list((await self.session.execute(text(sql), params)).all())
-
-    async def customer_refs(self, workspace_id: str, customer_ids: Iterable[str]) -> list[CustomerRef]:
-        stmt = select(CustomerRow.customer_id, CustomerRow.created_at).where(
-            CustomerRow.workspace_id == workspace_id, CustomerRow.customer_id.in_(list(customer_ids))
-        )
-        return [CustomerRef(cid, aware(at)) for cid, at in (await self.session.execute(stmt)).all()]
 
     async def move_customer(self, workspace_id: str, *, loser: str, survivor: str, reason: str, now: datetime) -> None:
         """Re-home everything the loser owned except consent state (the caller merges that)."""

@@ -65,6 +65,7 @@ MAX_BATCH = 1000
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 WRITE_ATTEMPTS = 4
+ANALYZE_FIRST_AT = 2_000
 # Settings and segment definitions are cached per replica this long; changes made through this replica
 # apply at once, changes made through another one within this many seconds.
 CONFIG_TTL_SECONDS = 2.0
@@ -224,6 +225,11 @@ class Profiles:
             if engine is not None else sessions
         )
         self._serialise_ingest = engine is None or engine.dialect.name != "postgresql"
+        # Statistics are refreshed as this process's ingest volume passes each power of ten (autovacuum may
+        # be off or slow to notice a young table; stale statistics make every ingest probe a scan).
+        self._ingested = 0
+        self._analyze_at = ANALYZE_FIRST_AT
+        self._background: set[asyncio.Task[None]] = set()
 
     def _ingest_lock(self, workspace_id: str) -> contextlib.AbstractAsyncContextManager[Any]:
         """SQLite has no row locks, so its writers take turns per workspace; on PostgreSQL batches run
@@ -252,7 +258,20 @@ class Profiles:
                         raise Unavailable("concurrent writes kept conflicting; retry the batch") from None
                     await asyncio.sleep(0.005 * (attempt + 1))
         await self._publish(workspace_id, batch)
+        self._ingested += len(batch.stored)
+        if self._ingested >= self._analyze_at and not self._serialise_ingest:
+            self._analyze_at = self._ingested * 10
+            task = asyncio.create_task(self._analyze())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return results
+
+    async def _analyze(self) -> None:
+        try:
+            async with self._reads() as session:
+                await ProfileRepository(session).analyze()
+        except Exception:
+            log.exception("refreshing planner statistics failed")
 
     async def _ingest_once(
         self,
@@ -268,12 +287,16 @@ class Profiles:
             repo = ProfileRepository(session)
             valid = [(i, c) for i, c in enumerate(checked) if isinstance(c, ValidEvent)]
             known = await repo.known_message_ids(workspace_id, [c.source.message_id for _, c in valid])
-            # One query for every identifier's owner and one to lock those customers, so the loop below
-            # touches the database only for creations, merges and aliases.
-            wanted = {i for _, c in valid if c.source.message_id not in known for i in c.identifiers}
+            # One query for every identifier's owner and one to lock the customers whose traits may change,
+            # so the loop below touches the database only for creations, merges and aliases. Customers that
+            # only get events are serialised by their feature rows, locked late in the transaction, which
+            # keeps concurrent batches from queueing behind each other for most of theirs.
+            fresh = [c for _, c in valid if c.source.message_id not in known]
+            wanted = {i for c in fresh for i in c.identifiers}
             batch.owners = await repo.owners(workspace_id, wanted)
             batch.looked_up = set(wanted)
-            await self._load_customers(repo, batch, batch.owners.values())
+            with_traits = {batch.owners[i] for c in fresh if c.traits for i in c.identifiers if i in batch.owners}
+            await self._load_customers(repo, batch, with_traits)
             first_in_batch: dict[str, int] = {}
             merged_by: dict[int, tuple[str, ...]] = {}
             for index, item in enumerate(checked):
@@ -398,11 +421,14 @@ class Profiles:
                     await self._merge(repo, batch, survivor=survivor_ref.customer_id, loser=loser, reason=reason)
                 merged = losers
                 owner_ids = [survivor_ref.customer_id]
-            await self._load_customers(repo, batch, owner_ids[:1])
-            found = batch.customers.get(owner_ids[0])
-            if found is None:
-                raise NotFound(f"customer {owner_ids[0]} vanished during ingest", field="customer_id")
-            customer = found
+            cid = owner_ids[0]
+            if item.traits:
+                await self._load_customers(repo, batch, [cid])
+            found = batch.customers.get(cid)
+            if found is None and item.traits:
+                raise NotFound(f"customer {cid} vanished during ingest", field="customer_id")
+            # An event without traits only needs the id; the placeholder is never written back.
+            customer = found or _Customer(cid, batch.now, {}, {})
         new = [i for i in identifiers if i not in owners]
         for ident in new:
             batch.new_identifiers.append(

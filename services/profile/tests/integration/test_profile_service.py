@@ -126,6 +126,35 @@ async def test_replay_is_duplicate_and_changes_nothing(stack: Stack) -> None:
     assert json.loads(published[0]["properties"]) == {"revenue": 500}
 
 
+async def test_concurrent_batches_for_the_same_customers_lose_nothing(stack: Stack) -> None:
+    """On PostgreSQL batches run concurrently (row locks and retries instead of one writer per workspace):
+    overlapping new customers, replays and orders across batches still give one customer each, every event
+    once, and features that count them all."""
+    users = [f"cc{n}" for n in range(6)]
+    batches = [
+        [track(f"c{b}-{n}", "Order Completed", n % 5, user=users[(b + n) % len(users)], revenue=10) for n in range(30)]
+        for b in range(4)
+    ]
+    batches.append(batches[0][:10])  # a concurrent replay
+    responses = await asyncio.gather(*(ingest(stack, *batch) for batch in batches))
+    assert sum(r.accepted for r in responses) == 120
+    assert sum(r.duplicates for r in responses) == 10
+    owners = {}
+    for batch, response in zip(batches, responses, strict=True):
+        for event, result in zip(batch, response.results, strict=True):
+            owners.setdefault(event.user_id, set()).add(result.customer_id)
+    assert all(len(ids) == 1 for ids in owners.values())
+    total = 0
+    for user in users:
+        prof = (await stack.profile.GetProfile(profile_pb2.GetProfileRequest(workspace_id=stack.ws, customer_id=user)))
+        assert prof.profile.customer_id in owners[user]
+        assert prof.profile.features.frequency == prof.profile.events_count
+        assert prof.profile.features.monetary_total == 10 * prof.profile.events_count
+        total += prof.profile.events_count
+    assert total == 120
+    assert len(await stream(stack)) == 120
+
+
 async def test_bad_item_is_rejected_and_the_rest_stored(stack: Stack) -> None:
     response = await ingest(
         stack,
