@@ -104,9 +104,5 @@ def test_postgres_restart(on_private_pg: Suite, cluster: PrivateCluster, reports
         return time.monotonic() - start, back
 
     restart: Callable[[], tuple[float, float]] = act
-    # Every other guarantee is asserted; 502 is let through only so they can be checked at all.
-    run_fault(on_private_pg, reports, "restart postgresql", restart, index=9, tolerated=frozenset({502}))
-    outcomes = reports[-1].seen
-    if any("502" in counts for counts in outcomes.values()):
-        pytest.xfail("known gap: while PostgreSQL is down the services answer INTERNAL (gateway 502 'internal error') "
-                     "instead of UNAVAILABLE (503 + Retry-After); the kit's db layer should map connection loss")
+    # While PostgreSQL is down the services answer UNAVAILABLE, so clients see 503 + Retry-After, never 502.
+    run_fault(on_private_pg, reports, "restart postgresql", restart, index=9)
