@@ -164,9 +164,9 @@ PAGES.plays = async (root) => {
   const data = await api("/v1/analytics/plays?conversion_days=7");
   const plays = data.plays || [];
   root.innerHTML = `<h1>Journeys &amp; plays</h1>${windowLine(data)}
-    <div class="note">Journeys are not run by the suite yet, so there are no journey step funnels or customer-path Sankey
-      to show. Plays are shown per offer instead: decisions → sends → conversions (an order or offer accept within
-      ${esc(data.conversion_days)} days of a message), and lift over the holdout where one exists.</div>
+    <div class="note">Plays per offer: decisions → sends → conversions (an order or offer accept within
+      ${esc(data.conversion_days)} days of a message), and lift over the holdout where one exists. Per-journey step
+      funnels are in the API (<code>GET /v1/journeys/{id}/report</code>); their console view is not built yet.</div>
     <div class="grid">
       <div class="card"><h2>Funnel per offer</h2><div class="chart"><canvas id="c-funnel"></canvas></div></div>
       <div class="card"><h2>Lift over holdout (95% interval)</h2><div class="chart"><canvas id="c-lift"></canvas></div></div>
