@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import RunningSuite
+from tests.e2e.conftest import RunningSuite, issue_key
 
 pytestmark = pytest.mark.e2e
 CHANNELS = ("email", "sms", "line", "push")
@@ -16,7 +16,9 @@ CHANNELS = ("email", "sms", "line", "push")
 def test_one_message_per_channel_reaches_the_provider_and_audit(suite: RunningSuite) -> None:
     user = f"ch-{uuid.uuid4().hex[:8]}"
     offer_id = f"e2e_all_channels_{uuid.uuid4().hex[:6]}"
-    with suite.client() as client:
+    # A workspace of its own: the first offer it creates replaces the demo catalogue other tests rely on.
+    key = issue_key(suite.stack, f"ws_channels_{uuid.uuid4().hex[:6]}", "admin")
+    with suite.client(key) as client:
         r = client.post("/v1/offers", json={
             "offer_id": offer_id, "name": "Thank-you note", "play_type": "engagement", "channels": list(CHANNELS),
             "purpose": "marketing", "value": 50, "prior_propensity": 0.2,

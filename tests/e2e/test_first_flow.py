@@ -65,7 +65,8 @@ def test_first_flow_end_to_end(suite: RunningSuite) -> None:
         r = client.get(f"/v1/customers/{user}/next-best-actions", params={"placement": "home", "limit": 3})
         assert r.status_code == 200, r.text
         nba = r.json()
-        assert nba["decision_id"] and 1 <= len(nba["actions"]) <= 3
+        why = [(s["offer_id"], s["rule"], s["detail"]) for s in nba["suppressed"]]
+        assert nba["decision_id"] and 1 <= len(nba["actions"]) <= 3, why
         assert all(a["reason"] for a in nba["actions"])
         ranks = [a["score"]["expected_value"] for a in nba["actions"]]
         assert ranks == sorted(ranks, reverse=True)

@@ -187,7 +187,7 @@ async def test_console_pages_show_the_api_numbers(gw: Harness, tmp_path: Path) -
     assert seen["ltv"][1] == _money(cohorts["cohorts"][0]["ltv_to_date"])
     winback = next(p for p in plays["plays"] if p["offer_id"] == "winback15")
     assert seen["sends"][0] == winback["sends"] > 0
-    assert "Journeys are not run" in seen["note"]
+    assert "Plays per offer" in seen["note"]
     monetary = customer["features"]["monetary_total"]
     assert seen["monetary"] == (pytest.approx(monetary), _money(monetary))
     assert seen["timeline_rows"] >= customer["events_count"] > 0

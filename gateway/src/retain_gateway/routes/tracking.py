@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from retain.profile.v1 import profile_pb2
-from retain_kit.protoconv import to_struct, to_timestamp, utcnow
+from retain_kit.protoconv import utcnow
 
 from retain_gateway.auth import require
 from retain_gateway.domain.apikey import Principal
@@ -98,20 +98,10 @@ async def screen(body: ScreenIn, principal: Ingest, state: State, _: Sized) -> I
 
 @router.post("/v1/identify", response_model=IdentifyOut, responses=_ERRORS, summary="Identify a customer")
 async def identify(body: IdentifyIn, principal: Ingest, state: State, _: Sized) -> IdentifyOut:
-    _require_identity(body)
-    event = to_event(body, received_at=utcnow())
-    response = await state.profile.Identify(
-        profile_pb2.IdentifyRequest(
-            workspace_id=principal.workspace_id,
-            user_id=event.user_id,
-            anonymous_id=event.anonymous_id,
-            traits=to_struct(body.traits),
-            timestamp=to_timestamp(body.timestamp or utcnow()),
-            message_id=event.message_id,
-        ),
-        timeout=state.timeout,
-    )
-    return IdentifyOut(success=True, message_id=event.message_id, customer_id=response.customer_id)
+    # Through the same ingestion as /v1/batch, so traits *and* context (device tokens) are kept, and a
+    # replayed messageId changes nothing.
+    result = await _ingest_one(state, principal, body)
+    return IdentifyOut(success=True, message_id=result.message_id, customer_id=result.customer_id)
 
 
 @router.post("/v1/alias", response_model=AliasOut, responses=_ERRORS, summary="Link two identities")
