@@ -29,6 +29,24 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes meaning "the database cannot serve right now": connection exceptions, shutdown or
+# starting up (57P01-57P03), too many connections.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+
+def database_unavailable(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    """True when a database error is the database being unreachable, not a bad query or a bug."""
+    if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError):
+        return True
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        state = str(getattr(cause, "sqlstate", "") or "")
+        if state.startswith(_UNAVAILABLE_SQLSTATES) or isinstance(cause, ConnectionError | TimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns RetainError into a gRPC abort with its status; anything else is logged as INTERNAL."""
 
@@ -52,7 +70,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except sqlalchemy.exc.DBAPIError as exc:
-                if not (exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError)):
+                if not database_unavailable(exc):
                     log.exception("database error in %s", handler_call_details.method)
                     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
                 log.warning("database unavailable in %s: %s", handler_call_details.method, exc)
