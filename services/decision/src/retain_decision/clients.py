@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import grpc
-from retain.audit.v1 import audit_pb2, audit_pb2_grpc
+from retain.audit.v1 import audit_pb2_grpc
 from retain.channels.v1 import channels_pb2, channels_pb2_grpc
-from retain.common.v1 import common_pb2
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
 from retain.scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from retain_kit.audit_client import AuditAppender
 from retain_kit.enums import channel_name, channel_value, consent_status_name, delivery_status_name, lifecycle_name
 from retain_kit.errors import (
     FIELD_METADATA_KEY,
@@ -251,29 +251,21 @@ def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
 
 class GrpcAuditSink:
     def __init__(self, stub: audit_pb2_grpc.AuditServiceAsyncStub, *, timeout: float) -> None:
-        self.stub = stub
-        self.timeout = timeout
+        self.appender = AuditAppender(stub, timeout=timeout)
 
     async def append(self, workspace_id: str, entry: AuditEntry) -> str:
-        record = audit_pb2.RecordInput(
-            kind=audit_pb2.RecordKind.Value("RECORD_KIND_" + entry.kind.upper()),
+        return await self.appender.append(
+            workspace_id,
+            kind=entry.kind,
             customer_id=entry.customer_id,
             decision_id=entry.decision_id,
             message_id=entry.message_id,
-            channel=channel_value(entry.channel) if entry.channel else common_pb2.CHANNEL_UNSPECIFIED,
+            channel=entry.channel,
             offer_id=entry.offer_id,
             outcome=entry.outcome,
             actor=entry.actor,
-            payload=to_struct(dict(entry.payload)),
-            occurred_at=to_timestamp(entry.occurred_at),
+            payload=entry.payload,
+            occurred_at=entry.occurred_at,
             idempotency_key=entry.idempotency_key,
+            failure="audit unavailable",
         )
-        try:
-            response = await self.stub.Append(
-                audit_pb2.AppendRequest(workspace_id=workspace_id, record=record), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            # Whatever audit answered, the record is not durable: the caller must fail closed.
-            raise Unavailable(f"audit unavailable: {exc.code().name} {exc.details() or ''}".strip()) from exc
-        record_id: str = response.record.record_id
-        return record_id

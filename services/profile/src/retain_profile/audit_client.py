@@ -6,9 +6,8 @@ import logging
 
 import grpc
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
-from retain_kit.enums import channel_value
+from retain_kit.audit_client import AuditAppender
 from retain_kit.errors import Unavailable
-from retain_kit.protoconv import to_struct, to_timestamp
 
 from retain_profile.ports import ConsentAuditEntry
 
@@ -19,38 +18,30 @@ class GrpcAuditSink:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
         self.stub = audit_pb2_grpc.AuditServiceStub(channel)
         self.timeout = timeout
+        self.appender = AuditAppender(self.stub, timeout=timeout)
 
     async def append_consent(self, workspace_id: str, entry: ConsentAuditEntry) -> str:
-        record = audit_pb2.RecordInput(
-            kind=audit_pb2.RECORD_KIND_CONSENT,
+        return await self.appender.append(
+            workspace_id,
+            kind="consent",
             customer_id=entry.customer_id,
-            channel=channel_value(entry.channel),
+            channel=entry.channel,
             outcome=entry.status,
             actor=entry.actor,
-            payload=to_struct(
-                {
-                    "change_id": entry.change_id,
-                    "purpose": entry.purpose,
-                    "status": entry.status,
-                    "previous_status": entry.previous_status,
-                    "source": entry.source,
-                    "lawful_basis": entry.lawful_basis,
-                    "policy_version": entry.policy_version,
-                }
-            ),
-            occurred_at=to_timestamp(entry.occurred_at),
+            payload={
+                "change_id": entry.change_id,
+                "purpose": entry.purpose,
+                "status": entry.status,
+                "previous_status": entry.previous_status,
+                "source": entry.source,
+                "lawful_basis": entry.lawful_basis,
+                "policy_version": entry.policy_version,
+            },
+            occurred_at=entry.occurred_at,
             # A retried append of the same change is stored once by the audit service.
             idempotency_key=f"consent:{entry.change_id}",
+            failure="audit log did not record the consent change; nothing was changed",
         )
-        try:
-            response = await self.stub.Append(
-                audit_pb2.AppendRequest(workspace_id=workspace_id, record=record), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(
-                f"audit log did not record the consent change ({exc.code().name}); nothing was changed"
-            ) from exc
-        return response.record.record_id
 
     async def erase_customer(self, workspace_id: str, customer_id: str, *, actor: str, reason: str) -> bool:
         request = audit_pb2.EraseCustomerRequest(
