@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from retain_cli.stack import GRPC_SERVICES, Stack, pick_ports
+from retain_kit.db import drop_schemas
 
 from tests.otlp_receiver import OtlpReceiver
 
@@ -55,22 +57,8 @@ def _fresh_schemas(env: dict[str, str]) -> list[str]:
 
 
 def _drop_schemas(schemas: list[str]) -> None:
-    if not schemas:
-        return
-    import asyncio
-
-    from retain_kit.config import async_database_url
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    async def drop() -> None:
-        engine = create_async_engine(async_database_url(os.environ["RETAIN_DATABASE_URL"]))
-        async with engine.begin() as conn:
-            for schema in schemas:
-                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        await engine.dispose()
-
-    asyncio.run(drop())
+    if schemas:
+        asyncio.run(drop_schemas(os.environ["RETAIN_DATABASE_URL"], schemas))
 
 
 @pytest.fixture(scope="session")

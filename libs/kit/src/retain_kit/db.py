@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -57,3 +58,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def drop_schemas(url: str, schemas: Iterable[str]) -> None:
+    """Drop PostgreSQL schemas (tests and benchmarks give each run schemas of its own)."""
+    names = list(schemas)
+    if not names:
+        return
+    from retain_kit.config import async_database_url
+
+    engine = create_async_engine(async_database_url(url))
+    async with engine.begin() as conn:
+        for schema in names:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()

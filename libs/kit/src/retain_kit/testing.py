@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from retain_kit import migrations
 from retain_kit.config import async_database_url
-from retain_kit.db import create_engine
+from retain_kit.db import create_engine, drop_schemas
 from retain_kit.grpcserver import Registration, start
 
 
@@ -59,12 +58,7 @@ class DbTarget:
     async def close(self) -> None:
         for engine in self._engines:
             await engine.dispose()
-        if self._schemas:
-            engine = create_async_engine(self.base_url)
-            async with engine.begin() as conn:
-                for schema in self._schemas:
-                    await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            await engine.dispose()
+        await drop_schemas(self.base_url, self._schemas)
 
 
 def _db_params() -> list[str]:

@@ -20,7 +20,7 @@ from retain.audit.v1 import audit_pb2, audit_pb2_grpc
 from retain.common.v1 import common_pb2
 from retain_kit import migrations
 from retain_kit.config import async_database_url
-from retain_kit.db import create_engine, session_factory
+from retain_kit.db import create_engine, drop_schemas, session_factory
 from retain_kit.grpcserver import Registration, start
 from retain_kit.protoconv import to_struct
 
@@ -108,13 +108,7 @@ async def measure(
             await server.stop(None)
             await engine.dispose()
             if schema:
-                from sqlalchemy import text
-                from sqlalchemy.ext.asyncio import create_async_engine
-
-                admin = create_async_engine(url)
-                async with admin.begin() as conn:
-                    await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-                await admin.dispose()
+                await drop_schemas(url, [schema])
     return AuditBench(
         records=n,
         batch_size=batch_size,

@@ -33,10 +33,9 @@ from retain.channels.v1 import channels_pb2, channels_pb2_grpc
 from retain.common.v1 import common_pb2
 from retain_kit import migrations
 from retain_kit.config import Endpoints, async_database_url
-from retain_kit.db import create_engine, session_factory
+from retain_kit.db import create_engine, drop_schemas, session_factory
 from retain_kit.grpcserver import start
 from retain_kit.protoconv import to_struct
-from sqlalchemy import text
 
 from retain_channels.app import build
 from retain_channels.config import Settings
@@ -102,12 +101,7 @@ async def _databases(database_url: str, tmp: Path) -> AsyncIterator[Callable[[st
     try:
         yield fresh
     finally:
-        if schemas:
-            engine = create_engine(async_database_url(url), schema=None)
-            async with engine.begin() as conn:
-                for schema in schemas:
-                    await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            await engine.dispose()
+        await drop_schemas(url, schemas)
 
 
 def _message(i: int, run: str) -> channels_pb2.Message:

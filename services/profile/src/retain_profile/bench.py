@@ -25,10 +25,9 @@ import grpc
 from retain.profile.v1 import profile_pb2, profile_pb2_grpc
 from retain_kit import migrations
 from retain_kit.config import async_database_url
-from retain_kit.db import create_engine, session_factory
+from retain_kit.db import create_engine, drop_schemas, session_factory
 from retain_kit.grpcserver import Registration, start
 from retain_kit.protoconv import to_struct, to_timestamp
-from sqlalchemy import text
 
 from retain_profile.app import SERVICE_NAME
 from retain_profile.audit_client import GrpcAuditSink
@@ -108,10 +107,9 @@ async def serve_profile(database_url: str = "") -> AsyncIterator[tuple[ProfileSe
             await server.stop(None)
             await publisher.close()
             await audit.close()
-            if schema:
-                async with engine.begin() as conn:
-                    await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             await engine.dispose()
+            if schema:
+                await drop_schemas(url, [schema])
 
 
 async def ingest_rate(
@@ -333,7 +331,7 @@ def gateway_stack_bench(seconds: float = 10.0) -> list[BenchResult]:
     finally:
         stack.stop()
         if schemas:
-            asyncio.run(_drop_schemas(db_url, schemas))
+            asyncio.run(drop_schemas(db_url, schemas))
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
@@ -349,14 +347,6 @@ async def _known_customers(gateway_url: str, api_key: str, count: int = 2_000) -
             async with session.post("/v1/batch", json=body) as resp:
                 resp.raise_for_status()
     return [f"{run}-user-{i}" for i in range(count)]
-
-
-async def _drop_schemas(url: str, schemas: list[str]) -> None:
-    engine = create_engine(async_database_url(url))
-    async with engine.begin() as conn:
-        for schema in schemas:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
 
 
 async def main() -> None:
