@@ -21,9 +21,9 @@ from retain_kit.errors import (
     RetainError,
     Unavailable,
 )
+from retain_kit.expressions import Value
 from retain_kit.protoconv import from_struct, to_struct, to_timestamp
 
-from retain_decision.domain.expressions import Value
 from retain_decision.domain.offers import AFFINITY_PREFIX
 from retain_decision.domain.pipeline import ModelRef, Propensity
 from retain_decision.ports import (

@@ -21,13 +21,13 @@ from typing import Any, Protocol
 
 from retain_kit.cache import TtlCache
 from retain_kit.errors import InvalidArgument, NotFound, RetainError, Unavailable
+from retain_kit.expressions import Value
 from retain_kit.protoconv import utcnow
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retain_decision.domain import journeys as jd
 from retain_decision.domain import policies
-from retain_decision.domain.expressions import Value
 from retain_decision.domain.journeys import Journey, JourneyError, State
 from retain_decision.journeys_models import JourneyEffectRow, JourneyRow
 from retain_decision.journeys_repository import (

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from retain_decision.domain.expressions import Value
+from retain_kit.expressions import Value
+
 from retain_decision.domain.pipeline import ModelRef, Propensity
 from retain_decision.domain.policies import Counter
 

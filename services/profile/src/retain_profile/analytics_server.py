@@ -16,6 +16,7 @@ from retain.profile.v1 import analytics_pb2, analytics_pb2_grpc
 from retain.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from retain_kit.enums import channel_name
 from retain_kit.errors import InvalidArgument, Unavailable
+from retain_kit.expressions import ExpressionError
 from retain_kit.grpcserver import Registration, channel
 from retain_kit.protoconv import aware, from_struct, from_timestamp, to_timestamp, utcnow
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -86,7 +87,7 @@ class Analytics:
             for seg in await repo.segments(workspace_id):
                 try:
                     definitions.append(segment_rules.define(seg.name, seg.expression, description=seg.description))
-                except segment_rules.ExpressionError:
+                except ExpressionError:
                     log.warning("segment %s of %s no longer parses", seg.name, workspace_id)
             out = []
             async for customer_id, raw in repo.summaries(workspace_id):

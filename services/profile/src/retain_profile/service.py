@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from retain_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from retain_kit.expressions import ExpressionError
 from retain_kit.protoconv import aware, utcnow
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,7 +47,7 @@ from retain_profile.domain.identity import (
     normalise,
 )
 from retain_profile.domain.privacy import scrub_properties
-from retain_profile.domain.segments import ExpressionError, SegmentDefinition
+from retain_profile.domain.segments import SegmentDefinition
 from retain_profile.models import (
     ConsentHistoryRow,
     CustomerRow,

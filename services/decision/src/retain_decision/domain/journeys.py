@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never
 
-from retain_decision.domain.expressions import Expression, ExpressionError, Value, cached, compile_expression
+from retain_kit.expressions import Expression, ExpressionError, Value, cached, compile_expression
+
 from retain_decision.domain.offers import AFFINITY_PREFIX, CHANNELS, KNOWN_NAMES
 
 EVENT_PREFIX = "event_"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from retain_decision.domain.expressions import ExpressionError, compile_expression
+from retain_kit.expressions import ExpressionError, compile_expression
 
 CHANNELS = ("email", "sms", "push", "line", "in_app")
 PLAY_TYPES = (

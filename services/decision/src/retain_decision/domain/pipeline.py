@@ -32,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from retain_kit.expressions import ExpressionError, Value, cached
+
 from retain_decision.domain import policies
-from retain_decision.domain.expressions import ExpressionError, Value, cached
 from retain_decision.domain.offers import Offer
 from retain_decision.domain.policies import Counter, GovernancePolicy
 

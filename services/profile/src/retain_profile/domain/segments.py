@@ -1,20 +1,20 @@
 """Rule-defined segments: built-in named predicates, plus workspace segments defined through the API as
 safe expressions over features (`monetary_total > 5000 and lifecycle_stage == 'at_risk'`).
 
-Workspace expressions are parsed with `ast`, checked against a whitelist of node types and feature names
-when they are defined, and interpreted by walking the tree; nothing is ever handed to eval/exec/compile.
+Workspace expressions use the suite's one safe evaluator (`retain_kit.expressions`): checked against a
+whitelist of node types and the feature names when defined, interpreted by walking the tree, never eval'd.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from retain_kit.expressions import Expression, ExpressionError, compile_expression
 
 if TYPE_CHECKING:
     from retain_profile.domain.features import Features
@@ -61,25 +61,10 @@ def evaluate_segments(features: Features, rules: tuple[SegmentRule, ...] = RULES
 
 
 MAX_EXPRESSION = 1000
-MAX_DEPTH = 24
 SEGMENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 BUILTIN_NAMES = frozenset(rule.name for rule in RULES)
 
 Scalar = float | int | str | bool
-
-
-class ExpressionError(ValueError):
-    """The expression is not allowed."""
-
-
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-}
-_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
-}
 
 
 def feature_namespace(features: Features) -> dict[str, Scalar]:
@@ -112,13 +97,13 @@ class SegmentDefinition:
 
     name: str
     expression: str
-    tree: ast.expr
+    compiled: Expression
     description: str = ""
 
     def contains(self, namespace: Mapping[str, Scalar]) -> bool:
         try:
-            return bool(_eval(self.tree, namespace))
-        except (TypeError, ValueError, KeyError, ZeroDivisionError):
+            return self.compiled.evaluate(namespace)
+        except ExpressionError:
             # A value that cannot be compared (e.g. a string against a number) is not a member.
             return False
 
@@ -130,91 +115,12 @@ def define(name: str, expression: str, *, description: str = "") -> SegmentDefin
     return SegmentDefinition(name, expression, parse(expression), description)
 
 
-def parse(expression: str) -> ast.expr:
-    text = expression.strip()
-    if not text:
+def parse(expression: str) -> Expression:
+    if not expression.strip():
         raise ExpressionError("expression is empty")
-    if len(text) > MAX_EXPRESSION:
+    if len(expression.strip()) > MAX_EXPRESSION:
         raise ExpressionError(f"expression is longer than {MAX_EXPRESSION} characters")
-    try:
-        tree = ast.parse(text, mode="eval").body
-    except SyntaxError as exc:
-        raise ExpressionError(f"expression is not valid: {exc.msg}") from None
-    _check(tree, namespace_names(), depth=0)
-    return tree
-
-
-def _check(node: ast.AST, names: frozenset[str], *, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise ExpressionError("expression is nested too deeply")
-    match node:
-        case ast.BoolOp(values=values):
-            for value in values:
-                _check(value, names, depth=depth + 1)
-        case ast.UnaryOp(op=ast.Not() | ast.USub() | ast.UAdd(), operand=operand):
-            _check(operand, names, depth=depth + 1)
-        case ast.BinOp(op=op, left=left, right=right) if type(op) in _BINOPS:
-            _check(left, names, depth=depth + 1)
-            _check(right, names, depth=depth + 1)
-        case ast.Compare(left=left, ops=ops, comparators=comparators):
-            if not all(type(op) in _CMPOPS for op in ops):
-                raise ExpressionError("only == != < <= > >= in and not in compare")
-            for part in (left, *comparators):
-                _check(part, names, depth=depth + 1)
-        case ast.Name(id=name, ctx=ast.Load()):
-            if name in ("True", "False"):
-                return
-            if name not in names:
-                raise ExpressionError(f"unknown feature {name!r}")
-        case ast.Constant(value=value) if isinstance(value, bool | int | float | str):
-            return
-        case ast.Tuple(elts=elts) | ast.List(elts=elts):
-            for elt in elts:
-                if not isinstance(elt, ast.Constant) or not isinstance(elt.value, bool | int | float | str):
-                    raise ExpressionError("lists may only hold constants")
-        case _:
-            raise ExpressionError(f"{type(node).__name__} is not allowed in a segment expression")
-
-
-def _eval(node: ast.AST, ns: Mapping[str, Scalar]) -> Any:
-    match node:
-        case ast.BoolOp(op=ast.And(), values=values):
-            return all(_eval(v, ns) for v in values)
-        case ast.BoolOp(op=ast.Or(), values=values):
-            return any(_eval(v, ns) for v in values)
-        case ast.UnaryOp(op=ast.Not(), operand=operand):
-            return not _eval(operand, ns)
-        case ast.UnaryOp(op=ast.USub(), operand=operand):
-            return -_number(_eval(operand, ns))
-        case ast.UnaryOp(op=ast.UAdd(), operand=operand):
-            return _number(_eval(operand, ns))
-        case ast.BinOp(op=op, left=left, right=right):
-            return _BINOPS[type(op)](_number(_eval(left, ns)), _number(_eval(right, ns)))
-        case ast.Compare(left=left, ops=ops, comparators=comparators):
-            current = _eval(left, ns)
-            for cmp, comparator in zip(ops, comparators, strict=True):
-                other = _eval(comparator, ns)
-                if not _CMPOPS[type(cmp)](current, other):
-                    return False
-                current = other
-            return True
-        case ast.Name(id="True"):
-            return True
-        case ast.Name(id="False"):
-            return False
-        case ast.Name(id=name):
-            return ns[name]
-        case ast.Constant(value=value):
-            return value
-        case ast.Tuple(elts=elts) | ast.List(elts=elts):
-            return tuple(_eval(e, ns) for e in elts)
-    raise ValueError(f"{type(node).__name__} cannot be evaluated")
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError("arithmetic needs numbers")
-    return float(value)
+    return compile_expression(expression, known_names=namespace_names())
 
 
 def evaluate_custom(features: Features, segments: Sequence[SegmentDefinition]) -> Iterable[str]:

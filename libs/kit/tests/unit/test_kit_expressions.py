@@ -1,6 +1,6 @@
 import pytest
-from retain_decision.domain.expressions import ExpressionError, compile_expression
 from retain_decision.domain.offers import KNOWN_NAMES
+from retain_kit.expressions import ExpressionError, compile_expression
 
 NS = {
     "churn_risk": 0.72,

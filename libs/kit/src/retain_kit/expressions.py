@@ -1,4 +1,5 @@
-"""Safe eligibility expressions: parsed with `ast`, checked against a whitelist, interpreted here.
+"""Safe expressions (offer eligibility, journey conditions, profile segments): parsed with `ast`,
+checked against a whitelist, interpreted here.
 
 Nothing is ever passed to `eval`/`exec`/`compile` to run: the parsed tree is walked by `_eval`, which
 only knows the node types below. Anything else (calls, attribute or subscript access, lambdas,
