@@ -50,6 +50,12 @@ class StepReportOut(BaseModel):
     failed: int
 
 
+class TransitionOut(BaseModel):
+    source: str
+    target: str
+    count: int
+
+
 class ReportOut(BaseModel):
     journey_id: str
     version: int
@@ -67,6 +73,8 @@ class ReportOut(BaseModel):
     completed: int
     exited: int
     steps: list[StepReportOut]
+    # Customer paths between steps (and from "(start)" / to the end states) for a Sankey.
+    transitions: list[TransitionOut]
 
 
 def _journey(j: decision_pb2.Journey) -> dict[str, Any]:
@@ -90,6 +98,7 @@ def _report(r: decision_pb2.JourneyReport) -> dict[str, Any]:
              "converted": s.converted, "failed": s.failed}
             for s in r.steps
         ],
+        "transitions": [{"source": t.source, "target": t.target, "count": t.count} for t in r.transitions],
     }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from retain_kit.db import upsert
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -108,6 +109,13 @@ class Loaded:
     revision: int
 
 
+def _may_move(since: datetime) -> Any:
+    return or_(
+        JourneyInstanceRow.status == "active",
+        and_(JourneyInstanceRow.converted_at.is_(None), JourneyInstanceRow.entered_at >= since),
+    )
+
+
 class InstanceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -117,13 +125,23 @@ class InstanceRepository:
         stmt = select(JourneyInstanceRow).where(
             JourneyInstanceRow.workspace_id == workspace_id,
             JourneyInstanceRow.customer_id == customer_id,
-            or_(
-                JourneyInstanceRow.status == "active",
-                and_(JourneyInstanceRow.converted_at.is_(None), JourneyInstanceRow.entered_at >= since),
-            ),
+            _may_move(since),
         )
         rows = (await self.session.execute(stmt)).scalars()
         return [Loaded(r.workspace_id, state_of(r), r.revision) for r in rows]
+
+    async def customers_with_movable(
+        self, workspace_id: str, customer_ids: Sequence[str], *, since: datetime
+    ) -> set[str]:
+        """Which of these customers have an instance an event may still move (one query for a batch)."""
+        if not customer_ids:
+            return set()
+        stmt = select(JourneyInstanceRow.customer_id).distinct().where(
+            JourneyInstanceRow.workspace_id == workspace_id,
+            JourneyInstanceRow.customer_id.in_(customer_ids),
+            _may_move(since),
+        )
+        return set((await self.session.execute(stmt)).scalars())
 
     async def get(self, instance_id: str) -> Loaded | None:
         row = await self.session.get(JourneyInstanceRow, instance_id)
@@ -318,6 +336,33 @@ class StepLogRepository:
         )
         return {s: int(n) for s, n in (await self.session.execute(stmt)).all()}
 
+    async def paths(
+        self, workspace_id: str, journey_id: str
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, int]]]:
+        """Consecutive steps reached, (step before or "", step, count), and where paths end, (last
+        step reached, instance status, exit reason, count). Steps only jump forward and each is
+        logged once per instance, so the log's id order is the path order."""
+        log = JourneyStepLogRow
+        before = func.lag(log.step_id).over(partition_by=log.instance_id, order_by=log.id)
+        after = func.lead(log.step_id).over(partition_by=log.instance_id, order_by=log.id)
+        reached = (
+            select(log.instance_id, log.step_id, before.label("before"), after.label("after"))
+            .where(log.workspace_id == workspace_id, log.journey_id == journey_id, log.outcome == "entered")
+            .subquery()
+        )
+        moves = select(reached.c.before, reached.c.step_id, func.count()).group_by(reached.c.before,
+                                                                                 reached.c.step_id)
+        ends = (
+            select(reached.c.step_id, JourneyInstanceRow.status, JourneyInstanceRow.exit_reason, func.count())
+            .join(JourneyInstanceRow, JourneyInstanceRow.instance_id == reached.c.instance_id)
+            .where(reached.c.after.is_(None))
+            .group_by(reached.c.step_id, JourneyInstanceRow.status, JourneyInstanceRow.exit_reason)
+        )
+        return (
+            [(b or "", s, int(n)) for b, s, n in (await self.session.execute(moves)).all()],
+            [(s, st, r, int(n)) for s, st, r, n in (await self.session.execute(ends)).all()],
+        )
+
     async def instance_counts(self, workspace_id: str, journey_id: str) -> list[tuple[bool, str, bool, int]]:
         """(holdout, status, converted, count)."""
         converted = JourneyInstanceRow.converted_at.is_not(None)
@@ -356,6 +401,16 @@ class WatchRepository:
         else:
             row.last_seen_at = now
         await self.session.flush()
+
+    async def touch_many(self, workspace_id: str, customer_ids: Sequence[str], *, now: datetime) -> None:
+        """`touch` for a batch of customers in one statement."""
+        if not customer_ids:
+            return
+        stmt = upsert(self.session.get_bind().dialect.name, JourneyAudienceRow.__table__,
+                      keys=("workspace_id", "customer_id"), update=("last_seen_at",))
+        await self.session.execute(
+            stmt, [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now} for c in sorted(customer_ids)]
+        )
 
     async def audience(self, workspace_id: str, *, after: str, limit: int) -> Sequence[str]:
         stmt = (

@@ -33,6 +33,8 @@ def report_to_proto(r: Report) -> decision_pb2.JourneyReport:
             )
             for s in r.steps
         ],
+        transitions=[decision_pb2.JourneyTransition(source=t.source, target=t.target, count=t.count)
+                     for t in r.transitions],
     )
 
 

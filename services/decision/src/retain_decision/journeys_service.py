@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
@@ -115,6 +115,7 @@ class Report:
     completed: int
     exited: int
     steps: tuple[StepReport, ...]
+    transitions: tuple[jd.Transition, ...] = ()
 
 
 class Journeys:
@@ -218,6 +219,7 @@ class Journeys:
             instances = await logs.instance_counts(workspace_id, journey_id)
             counts = await logs.counts(workspace_id, journey_id)
             converted_by_step = await logs.converted_by_step(workspace_id, journey_id)
+            moves, ends = await logs.paths(workspace_id, journey_id)
         groups = {True: [0, 0], False: [0, 0]}
         status = {"active": 0, "completed": 0, "exited": 0}
         for in_holdout, state, converted, n in instances:
@@ -248,6 +250,7 @@ class Journeys:
             holdout=holdout[0], converted_treated=treated[1], converted_holdout=holdout[1],
             lift=jd.lift(treated[1], treated[0], holdout[1], holdout[0]), active=status["active"],
             completed=status["completed"], exited=status["exited"], steps=steps,
+            transitions=jd.transitions(journey, moves, ends),
         )
 
 
@@ -383,6 +386,25 @@ class JourneyEngine:
         return state, effects
 
     # --- inputs -------------------------------------------------------------------------------
+
+    async def triage(self, workspace_id: str, events: Sequence[StreamEvent]) -> list[bool]:
+        """For a batch read from one workspace's stream: which events can start or move a journey at all.
+        The others need no work of their own. Every customer of the batch is recorded in the audience of
+        scheduled triggers. One query and one write for the whole batch."""
+        now = self.clock()
+        journeys = await self.active(workspace_id)
+        customers = sorted({e.customer_id for e in events if e.customer_id})
+        async with self.sessions() as session:
+            movable = await InstanceRepository(session).customers_with_movable(
+                workspace_id, customers, since=now - timedelta(days=MAX_GOAL_DAYS)
+            )
+            await WatchRepository(session).touch_many(workspace_id, customers, now=now)
+            await session.commit()
+        return [
+            bool(e.customer_id)
+            and (e.customer_id in movable or any(jd.may_start(j, e.event, e.timestamp, now=now) for j in journeys))
+            for e in events
+        ]
 
     async def handle_event(self, event: StreamEvent) -> int:
         """Returns how many journey instances the event entered or moved."""

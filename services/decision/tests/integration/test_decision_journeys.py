@@ -253,6 +253,10 @@ async def test_template_runs_from_a_profile_event_to_a_delivered_message(
     await until(converted, timeout=10, tick=tick)
     report = await space.report("welcome_series")
     assert report.exited == 1 and report.active == 0 and report.conversion_treated == 1.0
+    # The customer's path, from the step log: in, the send, the wait, out on the goal.
+    assert [(t.source, t.target, t.count) for t in report.transitions] == [
+        ("(start)", "welcome", 1), ("welcome", "wait_2d", 1), ("wait_2d", "(exited: goal)", 1)
+    ]
 
 
 async def test_suppressed_sends_holdout_and_lift_in_the_report(
@@ -305,6 +309,9 @@ async def test_suppressed_sends_holdout_and_lift_in_the_report(
     if expected_suppressed:
         assert set(suppressed) == {"no_consent"}
     assert note.sent == len(everyone) - len(held) - expected_suppressed
+    assert [(t.source, t.target, t.count) for t in report.transitions] == [
+        ("(start)", "note", len(everyone)), ("note", "(completed)", len(everyone))
+    ]
     for cid in everyone:
         assert len(await space.messages(cid)) == (1 if cid not in held and cid != no_consent else 0)
     treated_conv = sum(1 for c in customers[:2] if c not in held)

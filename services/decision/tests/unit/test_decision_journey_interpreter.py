@@ -218,3 +218,48 @@ def test_lift_with_a_normal_approximation_interval() -> None:
     assert result.low < 0.10 < result.high
     empty = jd.lift(5, 10, 0, 0)
     assert empty.rate_treated == 0.5 and (empty.lift, empty.low, empty.high) == (0.0, 0.0, 0.0)
+
+
+def test_transitions_follow_each_instance_path_and_conserve_instances() -> None:
+    """Instances run through the interpreter; their StepReached sequences and final states are
+    folded into Sankey flows as the step log would be (consecutive steps, last step -> state)."""
+    j = journey([
+        {"step_id": "w", "kind": "wait", "hours": 1},
+        {"step_id": "b", "kind": "branch", "condition": "frequency >= 1", "then": "exit", "otherwise": "s"},
+        {"step_id": "s", "kind": "send", "offer_id": "o1", "channels": ["email"]},
+    ])
+    later = T0 + timedelta(hours=1)
+    runs: list[tuple[list[str], jd.State]] = []
+    # 2 buyers leave at the branch, 3 get the send, 1 converts while waiting, 1 still waits.
+    for n, plan in enumerate(["buyer", "buyer", "new", "new", "new", "goal", "waiting"]):
+        state, effects = jd.enter(j, instance_id=f"jin_{n}", customer_id=f"cus_{n}", now=T0, holdout=False)
+        reached = [e.step_id for e in effects if isinstance(e, jd.StepReached)]
+        if plan == "goal":
+            state, effects = jd.advance(j, state, ev("Order Completed", T0 + timedelta(minutes=5)), T0)
+        elif plan != "waiting":
+            state, effects = jd.advance(j, state, jd.Timer("w", later), later)
+            reached += [e.step_id for e in effects if isinstance(e, jd.StepReached)]
+            state, effects = jd.advance(j, state, jd.Facts({"frequency": 1 if plan == "buyer" else 0}), later)
+            reached += [e.step_id for e in effects if isinstance(e, jd.StepReached)]
+        runs.append((reached, state))
+    moves: dict[tuple[str, str], int] = {}
+    ends: dict[tuple[str, str, str], int] = {}
+    for reached, state in runs:
+        for before, step in zip(["", *reached], reached, strict=False):
+            moves[(before, step)] = moves.get((before, step), 0) + 1
+        key = (reached[-1], state.status, state.exit_reason)
+        ends[key] = ends.get(key, 0) + 1
+
+    flows = jd.transitions(j, [(*k, n) for k, n in moves.items()], [(*k, n) for k, n in ends.items()])
+    assert [(t.source, t.target, t.count) for t in flows] == [
+        ("(start)", "w", 7), ("w", "b", 5), ("w", "(active)", 1), ("w", "(exited: goal)", 1),
+        ("b", "s", 3), ("b", "(completed)", 2), ("s", "(completed)", 3),
+    ]
+    # Every instance leaves the start once and ends once; each step passes on what it received.
+    into = {t.target: 0 for t in flows}
+    out = {t.source: 0 for t in flows}
+    for t in flows:
+        into[t.target] += t.count
+        out[t.source] += t.count
+    assert out[jd.START] == len(runs) == sum(n for node, n in into.items() if node.startswith("("))
+    assert all(into[step] == out[step] for step in ("w", "b", "s"))

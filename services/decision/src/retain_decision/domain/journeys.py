@@ -509,6 +509,17 @@ def may_enter(journey: Journey, prior: Prior, *, now: datetime) -> bool:
     return now - prior.last_entered_at >= timedelta(hours=journey.entry.cooldown_hours)
 
 
+def may_start(journey: Journey, event_name: str, timestamp: datetime, *, now: datetime) -> bool:
+    """A cheap first look, before any facts or conditions: could this event start the journey at all?
+    (Scheduled journeys start from timers; score and segment triggers look at every fresh event.)"""
+    t = journey.trigger
+    if t.kind not in ("event", "score", "segment"):
+        return False
+    if now - timestamp > timedelta(hours=journey.entry.max_event_age_hours):
+        return False
+    return t.kind != "event" or event_name == t.event
+
+
 def event_triggers(journey: Journey, event: Event, facts: Mapping[str, Value], *, now: datetime) -> bool:
     t = journey.trigger
     if t.kind != "event" or event.name != t.event:
@@ -701,3 +712,46 @@ def lift(converted_treated: int, treated: int, converted_holdout: int, holdout: 
     se = (p1 * (1 - p1) / treated + p0 * (1 - p0) / holdout) ** 0.5
     diff = p1 - p0
     return Lift(p1, p0, diff, diff - z * se, diff + z * se)
+
+
+# Sankey nodes besides the step ids (which cannot contain parentheses): where instances come from
+# and the state they are in after the last step they reached.
+START = "(start)"
+
+
+def end_node(status: str, exit_reason: str) -> str:
+    return f"(exited: {exit_reason or 'unknown'})" if status == "exited" else f"({status})"
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: str
+    target: str
+    count: int
+
+
+def transitions(
+    journey: Journey, moves: Sequence[tuple[str, str, int]], ends: Sequence[tuple[str, str, str, int]]
+) -> tuple[Transition, ...]:
+    """Customer paths for a Sankey. `moves`: (the step reached before, "" at entry; the step; how
+    many instances), from consecutive steps in the step log. `ends`: (the last step an instance
+    reached; its status; its exit reason; how many). Ordered as the journey runs: start, steps, ends."""
+    counts: dict[tuple[str, str], int] = {}
+    for before, step, n in moves:
+        key = (before or START, step)
+        counts[key] = counts.get(key, 0) + n
+    for last, status, reason, n in ends:
+        key = (last, end_node(status, reason))
+        counts[key] = counts.get(key, 0) + n
+    order = {s.step_id: i for i, s in enumerate(journey.steps)}
+
+    def rank(node: str) -> tuple[int, str]:
+        if node == START:
+            return (-1, node)
+        return (order.get(node, len(order)), node)
+
+    return tuple(
+        Transition(source, target, n)
+        for (source, target), n in sorted(counts.items(), key=lambda kv: (rank(kv[0][0]), rank(kv[0][1])))
+        if n > 0
+    )

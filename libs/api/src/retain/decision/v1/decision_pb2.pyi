@@ -1324,6 +1324,7 @@ class JourneyReport(_message.Message):
     COMPLETED_FIELD_NUMBER: _builtins.int
     EXITED_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
     journey_id: _builtins.str
     version: _builtins.int
     entered: _builtins.int
@@ -1344,6 +1345,12 @@ class JourneyReport(_message.Message):
     exited: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___JourneyStepReport]: ...
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___JourneyTransition]:
+        """Customer paths: how many instances moved from one node to the next. Nodes are step ids plus
+        "(start)" and the end states "(active)", "(completed)" and "(exited: <reason>)".
+        """
+
     def __init__(
         self,
         *,
@@ -1363,14 +1370,40 @@ class JourneyReport(_message.Message):
         completed: _builtins.int = ...,
         exited: _builtins.int = ...,
         steps: _abc.Iterable[Global___JourneyStepReport] | None = ...,
+        transitions: _abc.Iterable[Global___JourneyTransition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "completed", b"completed", "conversion_holdout", b"conversion_holdout", "conversion_treated", b"conversion_treated", "converted_holdout", b"converted_holdout", "converted_treated", b"converted_treated", "entered", b"entered", "exited", b"exited", "holdout", b"holdout", "journey_id", b"journey_id", "lift", b"lift", "lift_ci_high", b"lift_ci_high", "lift_ci_low", b"lift_ci_low", "steps", b"steps", "treated", b"treated", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "completed", b"completed", "conversion_holdout", b"conversion_holdout", "conversion_treated", b"conversion_treated", "converted_holdout", b"converted_holdout", "converted_treated", b"converted_treated", "entered", b"entered", "exited", b"exited", "holdout", b"holdout", "journey_id", b"journey_id", "lift", b"lift", "lift_ci_high", b"lift_ci_high", "lift_ci_low", b"lift_ci_low", "steps", b"steps", "transitions", b"transitions", "treated", b"treated", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JourneyReport: _TypeAlias = JourneyReport  # noqa: Y015
+
+@_typing.final
+class JourneyTransition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    target: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "source", b"source", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JourneyTransition: _TypeAlias = JourneyTransition  # noqa: Y015
 
 @_typing.final
 class GetJourneyReportRequest(_message.Message):
