@@ -1,11 +1,14 @@
 """Demo data for the embedded default: a small Thai retail brand's customers, sent through the gateway.
 
 Message ids are deterministic, so loading twice changes nothing (ingestion is idempotent on messageId).
+The history is back-dated; today's activity (`demo_fresh`) is timestamped now so that it starts the
+demo journeys, and its ids are keyed on the day: a second load the same day adds nothing.
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +38,8 @@ def demo_customers(now: datetime, *, count: int = 20, seed: int = 7) -> list[dic
     return customers
 
 
-def demo_events(now: datetime, customers: list[dict[str, Any]], *, seed: int = 7) -> list[dict[str, Any]]:
+def demo_history(now: datetime, customers: list[dict[str, Any]], *, seed: int = 7) -> list[dict[str, Any]]:
+    """Each customer's identify and back-dated orders, views, feedback, tickets and app opens."""
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
     for c in customers:
@@ -84,6 +88,39 @@ def demo_events(now: datetime, customers: list[dict[str, Any]], *, seed: int = 7
     return events
 
 
+def demo_fresh(now: datetime, customers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Today's activity, a few minutes old: new customers sign up for the app (welcome series), unhappy
+    ones complain again (service recovery), loyal ones order (post-purchase feedback). Back-dated
+    history cannot start journeys (a trigger ignores events older than the journey's max_event_age)."""
+    day = now.date().isoformat()
+    events: list[dict[str, Any]] = []
+    for c in customers:
+        uid, kind = c["user_id"], c["profile"]
+        if kind == "new":
+            events.append({"type": "track", "userId": uid, "event": "Signed Up", "messageId": f"{uid}-signup-{day}",
+                           "timestamp": (now - timedelta(minutes=10)).isoformat(),
+                           "properties": {"method": "app", "after": "guest checkout"}})
+        elif kind == "unhappy":
+            events.append({"type": "track", "userId": uid, "event": "Feedback Submitted",
+                           "messageId": f"{uid}-feedback-{day}", "timestamp": (now - timedelta(minutes=8)).isoformat(),
+                           "properties": {"score": 1, "sentiment": "negative", "topic": "delivery"}})
+        elif kind == "loyal":
+            category = CATEGORIES[c["index"] % len(CATEGORIES)]
+            revenue = round(random.Random(f"{uid}|{day}").uniform(350, 2500), 2)
+            events.append({"type": "track", "userId": uid, "event": "Order Completed",
+                           "messageId": f"{uid}-order-{day}", "timestamp": (now - timedelta(minutes=5)).isoformat(),
+                           "properties": {"order_id": f"{uid}-o-{day}", "revenue": revenue, "currency": "THB",
+                                          "category": category,
+                                          "products": [{"product_id": f"sku-{category}-0", "category": category,
+                                                        "price": revenue}]}})
+    return events
+
+
+def demo_events(now: datetime, customers: list[dict[str, Any]], *, seed: int = 7) -> list[dict[str, Any]]:
+    """Everything `load` sends: the history, then today's activity."""
+    return demo_history(now, customers, seed=seed) + demo_fresh(now, customers)
+
+
 def demo_consents(customers: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
     """Most customers opted in to some marketing; every fifth gave none (PDPA: no consent by default)."""
     result: dict[str, list[dict[str, str]]] = {}
@@ -98,27 +135,79 @@ def demo_consents(customers: list[dict[str, Any]]) -> dict[str, list[dict[str, s
     return result
 
 
-# Journey templates switched on for the demo before its events arrive, so the plays run on them.
+def demo_service_consents(customers: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """Unhappy customers with a ticket agreed to hear about it (service purpose, contract basis), all but
+    the last: the service-recovery journey then both sends and shows a consent suppression."""
+    unhappy = [c for c in customers if c["profile"] == "unhappy"]
+    return {
+        c["user_id"]: [{"channel": ch, "purpose": "service", "status": "granted", "source": "demo:support-ticket",
+                        "lawful_basis": "contract", "policy_version": "2026-01"} for ch in ("email", "line")]
+        for c in unhappy[:-1]
+    }
+
+
+# Journey templates switched on for the demo. Event-triggered ones go in before the events arrive;
+# scheduled ones once the journey worker has seen the customers (a schedule's first run is at once).
 DEMO_JOURNEYS = ("welcome_series", "post_purchase_feedback", "service_recovery", "winback_lapsed")
 
 
-def load(gateway_url: str, api_key: str, *, now: datetime | None = None) -> dict[str, int]:
-    """Install the demo journeys, then send the demo events and consents through the gateway; returns counts."""
+def load(
+    gateway_url: str, api_key: str, *, now: datetime | None = None, settle_seconds: float = 30.0
+) -> dict[str, int]:
+    """Install the demo journeys, send the demo history and consents, then today's activity through the
+    gateway; returns counts. A key that may not configure journeys loads the data only."""
     now = now or datetime.now(UTC).replace(microsecond=0)
     customers = demo_customers(now)
-    events = demo_events(now, customers)
+    history, fresh = demo_history(now, customers), demo_fresh(now, customers)
     headers = {"Authorization": f"Bearer {api_key}"}
-    accepted = 0
     with httpx.Client(base_url=gateway_url, headers=headers, timeout=30) as client:
-        for name in DEMO_JOURNEYS:
-            reply = client.post(f"/v1/journeys/templates/{name}")
-            if reply.status_code == 403:
-                break  # an ingest-only key loads data but may not configure journeys
-            reply.raise_for_status()
-        for start in range(0, len(events), 200):
-            reply = client.post("/v1/batch", json={"batch": events[start : start + 200]})
-            reply.raise_for_status()
-            accepted += len(events[start : start + 200])
-        for user_id, consents in demo_consents(customers).items():
-            client.put(f"/v1/customers/{user_id}/consents", json={"consents": consents}).raise_for_status()
-    return {"customers": len(customers), "events": accepted, "journeys": len(DEMO_JOURNEYS)}
+        journeys = _journey_plan(client)
+        event_driven = [j for j, kind in journeys.items() if kind == "event"]
+        _install(client, event_driven)
+        accepted = _send(client, history)
+        for consents in (demo_consents(customers), demo_service_consents(customers)):
+            for user_id, given in consents.items():
+                client.put(f"/v1/customers/{user_id}/consents", json={"consents": given}).raise_for_status()
+        accepted += _send(client, fresh)
+        settled = _await_entries(client, event_driven, settle_seconds) if journeys else False
+        _install(client, [j for j, kind in journeys.items() if kind != "event"])
+    return {"customers": len(customers), "events": accepted, "fresh": len(fresh), "journeys": len(journeys),
+            "settled": int(settled)}
+
+
+def _journey_plan(client: httpx.Client) -> dict[str, str]:
+    """The demo journeys not installed yet, with their trigger kind; empty for a key that may not
+    configure journeys (an ingest-only key loads data but may not configure journeys)."""
+    reply = client.get("/v1/journeys/templates")
+    if reply.status_code == 403:
+        return {}
+    reply.raise_for_status()
+    kinds = {t["name"]: t["definition"]["trigger"]["kind"] for t in reply.json()}
+    installed = {j["journey_id"] for j in client.get("/v1/journeys").raise_for_status().json()}
+    return {name: kinds[name] for name in DEMO_JOURNEYS if name not in installed}
+
+
+def _install(client: httpx.Client, names: list[str]) -> None:
+    for name in names:
+        client.post(f"/v1/journeys/templates/{name}").raise_for_status()
+
+
+def _send(client: httpx.Client, events: list[dict[str, Any]]) -> int:
+    for start in range(0, len(events), 200):
+        client.post("/v1/batch", json={"batch": events[start : start + 200]}).raise_for_status()
+    return len(events)
+
+
+def _await_entries(client: httpx.Client, journeys: list[str], seconds: float) -> bool:
+    """Wait (at most `seconds`) until the journey worker has entered customers in each of `journeys`:
+    it reads the stream in order, so it has then seen every customer of the history too."""
+    deadline = time.monotonic() + seconds
+    waiting = list(journeys)
+    while waiting:
+        waiting = [j for j in waiting if client.get(f"/v1/journeys/{j}/report").json().get("entered", 0) == 0]
+        if not waiting:
+            break
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
