@@ -17,6 +17,7 @@ from retain.audit.v1 import audit_pb2_grpc
 from retain_gateway import keys
 from retain_gateway.app import create_app
 from retain_gateway.config import Settings
+from retain_kit.config import Endpoints
 from retain_kit.db import session_factory
 from retain_kit.grpcserver import channel
 from retain_kit.testing import DbTarget
@@ -34,6 +35,8 @@ class Harness:
     audit: audit_pb2_grpc.AuditServiceStub
     running: set[str]
     app: Any
+    # Where the in-process services listen (a test may run a journey worker against them).
+    endpoints: Endpoints = field(default_factory=Endpoints)
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def need(self, *services: str) -> None:
@@ -84,6 +87,7 @@ async def make_harness(
             audit=audit_pb2_grpc.AuditServiceStub(audit_channel),
             running=running,
             app=app,
+            endpoints=endpoints,
         )
 
     yield build

@@ -1,8 +1,9 @@
 """The operator console in a real headless Chromium (Selenium + chromium-driver) against the real suite.
 
-Loads the demo data, logs in with a pasted key, opens every page, checks the numbers shown against the
-API, and saves screenshots under var/screenshots/ for review. Skips when Chromium, its driver or the
-selenium library is missing.
+Loads the demo data with a journey worker running (so the demo journeys enter customers and send),
+logs in with a pasted key, opens every page, checks the numbers shown against the API, and saves
+screenshots under var/screenshots/ for review. Skips when Chromium, its driver or the selenium
+library is missing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,9 @@ import uvicorn
 from gateway_harness import Harness
 from retain.audit.v1 import audit_pb2
 from retain.common.v1 import common_pb2
+from retain_decision.worker import WorkerSettings, build_worker
 from retain_kit.protoconv import to_struct, to_timestamp
-from retain_kit.testing import free_port
+from retain_kit.testing import DbTarget, free_port
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -31,7 +36,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "var" / "screenshots"
-WS = "ws_demo"
+# A workspace of its own: its event stream is then this test's alone on a shared Redis.
+WS = f"ws_demo_{uuid.uuid4().hex[:8]}"
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or DRIVER is None,
@@ -52,6 +58,55 @@ async def serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@dataclass
+class RememberingTarget(DbTarget):
+    """The parametrised database target, remembering the database each service got: the journey worker
+    must share the decision service's."""
+
+    made: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def fresh(self, service: str) -> tuple[str, str | None]:
+        self.made[service] = super().fresh(service)
+        return self.made[service]
+
+
+@pytest.fixture
+async def db_target(db_target: DbTarget) -> AsyncIterator[RememberingTarget]:
+    target = RememberingTarget(db_target.kind, db_target.base_url, db_target.tmp)
+    yield target
+    await target.close()
+
+
+@contextlib.asynccontextmanager
+async def journey_worker(gw: Harness, target: RememberingTarget, redis_url: str) -> AsyncIterator[None]:
+    """The decision service's journey worker (as `make run` runs it) on the harness's suite, reading
+    this test's stream in a consumer group of its own."""
+    url, schema = target.made["decision"]
+    settings = WorkerSettings(
+        database_url=url, database_schema=schema or "", redis_url=redis_url,
+        journey_stream_pattern=f"retain:{WS}:events", journey_group=f"console-{uuid.uuid4().hex[:8]}",
+        journey_consumer="console-test", journey_poll_seconds=0.2, journey_discover_seconds=0.3,
+        journey_block_ms=200, config_cache_seconds=0.0, rpc_timeout_seconds=2.0,
+    )
+    worker, close = await build_worker(settings, gw.endpoints)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await close()
+
+
+def settled(reports: list[dict[str, Any]]) -> bool:
+    """Every customer who reached a send step has its outcome (sent, suppressed, withheld, failed)."""
+    return all(
+        s["entered"] == s["sent"] + sum(s["suppressed"].values()) + s["withheld"] + s["failed"]
+        for r in reports for s in r["steps"] if s["kind"] == "send"
+    )
 
 
 def browser(profile_dir: Path) -> Any:
@@ -100,6 +155,19 @@ async def _plays(gw: Harness, client: httpx.AsyncClient) -> None:
     await gw.audit.AppendBatch(audit_pb2.AppendBatchRequest(workspace_id=WS, records=records))
 
 
+# What the Sankey chart holds, and how much of its canvas is painted.
+SANKEY_PROBE = """
+    const canvas = document.querySelector('[data-testid="sankey"]');
+    const chart = canvas && Chart.getChart(canvas);
+    if (!chart) return null;
+    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let painted = 0;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+    return {type: chart.config.type, flows: chart.data.datasets[0].data.map((d) => [d.from, d.to, d.flow]),
+            painted, width: canvas.width, height: canvas.height};
+"""
+
+
 def _shown(driver: Any, testid: str) -> tuple[float, str]:
     el = driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
     return float(el.get_attribute("data-value")), el.text
@@ -109,17 +177,36 @@ def _money(x: float) -> str:
     return ("-฿" if round(x) < 0 else "฿") + f"{abs(round(x)):,}"
 
 
-async def test_console_pages_show_the_api_numbers(gw: Harness, tmp_path: Path) -> None:
-    gw.need("profile", "scoring", "audit")
+async def test_console_pages_show_the_api_numbers(
+    gw: Harness, db_target: RememberingTarget, redis_url: str, tmp_path: Path
+) -> None:
+    gw.need("profile", "scoring", "audit", "decision", "channels")
     from retain_cli import demo
 
-    ingest = await gw.key(WS, "ingest")
+    loader = await gw.key(WS, "ingest", "operator")
     operator = await gw.key(WS, "operator")
     api = gw.client
     api.headers["Authorization"] = f"Bearer {operator}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    async with serving(gw.app) as url:
-        await asyncio.to_thread(demo.load, url, ingest)
+    async with serving(gw.app) as url, journey_worker(gw, db_target, redis_url):
+        loaded = await asyncio.to_thread(demo.load, url, loader)
+        assert loaded["settled"] == 1 and loaded["journeys"] == len(demo.DEMO_JOURNEYS), loaded
+        ids = [j["journey_id"] for j in (await api.get("/v1/journeys")).json()]
+        assert sorted(ids) == sorted(demo.DEMO_JOURNEYS)
+        deadline = time.monotonic() + 60
+        while True:
+            reports = [(await api.get(f"/v1/journeys/{j}/report")).json() for j in ids]
+            if settled(reports) and all(r["entered"] for r in reports) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        journeys = {r["journey_id"]: r for r in reports}
+        # Today's demo activity entered every demo journey (the scheduled winback on its first run),
+        # and the steps went through the pipeline: sends, and a consent suppression at service recovery.
+        assert all(r["entered"] > 0 for r in reports), {j: r["entered"] for j, r in journeys.items()}
+        recovery = journeys["service_recovery"]
+        apology = recovery["steps"][0]
+        assert apology["sent"] > 0 and apology["suppressed"].get("no_consent", 0) > 0, apology
+        assert settled(reports)
         await _plays(gw, api)
         leakage = (await api.get("/v1/analytics/value-leakage")).json()
         cohorts = (await api.get("/v1/analytics/cohorts", params={"months": 12})).json()
@@ -161,9 +248,20 @@ async def test_console_pages_show_the_api_numbers(gw: Harness, tmp_path: Path) -
                 first = cohorts["cohorts"][0]["month"]
                 seen["cohort"] = _shown(driver, f"cohort-{first}-customers")
                 seen["ltv"] = _shown(driver, f"cohort-{first}-ltv")
-                open_page("plays", "plays")
+                open_page("plays?journey=service_recovery", "journeys")
                 seen["sends"] = _shown(driver, "play-winback15-sends")
-                seen["note"] = driver.find_element(By.CLASS_NAME, "note").text
+                seen["note"] = " ".join(n.text for n in driver.find_elements(By.CLASS_NAME, "note"))
+                seen["journey"] = driver.find_element(By.CSS_SELECTOR, '[data-testid="journey"]').get_attribute(
+                    "data-journey"
+                )
+                seen["shown"] = {
+                    el.get_attribute("data-testid"): float(el.get_attribute("data-value"))
+                    for el in driver.find_elements(By.CSS_SELECTOR, '[data-testid="journey"] [data-value]')
+                }
+                seen["entered"] = {j: _shown(driver, f"journeys-{j}-entered")[0] for j in journeys}
+                seen["sankey"] = driver.execute_script(SANKEY_PROBE)
+                driver.execute_script("document.getElementById('plays-per-offer').scrollIntoView()")
+                driver.save_screenshot(str(SCREENSHOTS / "console-plays.png"))
                 open_page("customer?id=demo-001", "customer")
                 seen["monetary"] = _shown(driver, "customer-monetary")
                 seen["timeline_rows"] = len(driver.find_elements(By.CSS_SELECTOR, '[data-testid="timeline"] tbody tr'))
@@ -187,11 +285,30 @@ async def test_console_pages_show_the_api_numbers(gw: Harness, tmp_path: Path) -
     assert seen["ltv"][1] == _money(cohorts["cohorts"][0]["ltv_to_date"])
     winback = next(p for p in plays["plays"] if p["offer_id"] == "winback15")
     assert seen["sends"][0] == winback["sends"] > 0
-    assert "Plays per offer" in seen["note"]
+    assert "Plays per offer" in seen["note"] and "not built yet" not in seen["note"]
+    # The journey view: every step's funnel numbers as the report has them, and the Sankey drawn from
+    # the report's paths.
+    assert seen["journey"] == "service_recovery"
+    expected = {"journey-entered": recovery["entered"], "journey-treated": recovery["treated"],
+                "journey-holdout": recovery["holdout"], "journey-lift": recovery["lift"],
+                "journey-conversion-treated": recovery["conversion_treated"],
+                "journey-conversion-holdout": recovery["conversion_holdout"]}
+    for step in recovery["steps"]:
+        sid = step["step_id"]
+        expected.update({f"step-{sid}-{k}": step[k] for k in ("entered", "sent", "withheld", "failed", "converted")})
+        expected.update({f"step-{sid}-suppressed-{reason}": n for reason, n in step["suppressed"].items()})
+    assert set(expected) <= set(seen["shown"])
+    assert {k: v for k, v in seen["shown"].items() if k in expected} == pytest.approx(expected)
+    assert seen["entered"] == {j: r["entered"] for j, r in journeys.items()}
+    sankey = seen["sankey"]
+    assert sankey is not None and sankey["type"] == "sankey"
+    assert sankey["flows"] == [[t["source"], t["target"], t["count"]] for t in recovery["transitions"]]
+    assert sankey["flows"][0] == ["(start)", "apology", recovery["entered"]]
+    assert sankey["painted"] > 0.05 * sankey["width"] * sankey["height"], sankey
     monetary = customer["features"]["monetary_total"]
     assert seen["monetary"] == (pytest.approx(monetary), _money(monetary))
     assert seen["timeline_rows"] >= customer["events_count"] > 0
     assert 0.0 <= seen["churn_risk"][0] <= 1.0
     assert seen["audit"][0] == len(audit["records"]) > 0
-    for name in ("login", "overview", "leakage", "cohorts", "plays", "customer", "audit"):
+    for name in ("login", "overview", "leakage", "cohorts", "plays", "journeys", "customer", "audit"):
         assert (SCREENSHOTS / f"console-{name}.png").stat().st_size > 10_000, name

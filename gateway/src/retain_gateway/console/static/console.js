@@ -160,13 +160,113 @@ PAGES.cohorts = async (root) => {
   chart("c-revenue-pc", {type: "line", data: {labels, datasets: recent.map((c, i) => ({label: c.month, data: c.cumulative_revenue_per_customer, borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length]}))}});
 };
 
-PAGES.plays = async (root) => {
-  const data = await api("/v1/analytics/plays?conversion_days=7");
+// Sankey node names besides step ids come from the report ("(start)", "(active)", "(exited: goal)", ...).
+const PATH_ENDS = {"(start)": "Entered", "(active)": "In progress", "(completed)": "Completed",
+  "(exited: goal)": "Converted (goal)", "(exited: exit_step)": "Exited at an exit step"};
+function pp(x) { const v = (Number(x) || 0) * 100; return (v > 0 ? "+" : "") + v.toFixed(1) + " pp"; }
+function sentTotal(report) { return report.steps.reduce((n, s) => n + s.sent, 0); }
+
+async function journeySection(params) {
+  const journeys = await api("/v1/journeys");
+  if (!journeys.length) {
+    return {html: `<div class="note" data-testid="no-journeys">No journeys are installed in this workspace yet
+      (install a template: <code>POST /v1/journeys/templates/{name}</code>).</div>`, draw: () => {}};
+  }
+  const reports = await Promise.all(journeys.map((j) => api(`/v1/journeys/${encodeURIComponent(j.journey_id)}/report`)));
+  const byId = Object.fromEntries(reports.map((r) => [r.journey_id, r]));
+  const busiest = reports.reduce((a, b) => (b.entered > a.entered ? b : a), reports[0]);
+  const chosen = byId[params.get("journey")] ? params.get("journey") : busiest.journey_id;
+  const report = byId[chosen];
+  const journey = journeys.find((j) => j.journey_id === chosen);
+  const name = (j) => j.definition.name || j.journey_id;
+  const kinds = Object.fromEntries((journey.definition.steps || []).map((s) => [s.step_id, s.kind]));
+  const reasons = [...new Set(report.steps.flatMap((s) => Object.keys(s.suppressed)))].sort();
+  const list = table([
+    {label: "Journey", render: (j) => `<a href="#plays?journey=${encodeURIComponent(j.journey_id)}">${esc(name(j))}</a>
+      <span class="meta">${esc(j.journey_id)} v${esc(j.version)}${j.active ? "" : " · paused"}</span>`},
+    {label: "Trigger", render: (j) => esc(j.definition.trigger?.kind || "")},
+    {label: "Entered", num: true, render: (j) => num(`journeys-${j.journey_id}-entered`, byId[j.journey_id].entered, count)},
+    {label: "Treated / holdout", num: true, render: (j) => `${count(byId[j.journey_id].treated)} / ${count(byId[j.journey_id].holdout)}`},
+    {label: "Sent", num: true, render: (j) => num(`journeys-${j.journey_id}-sent`, sentTotal(byId[j.journey_id]), count)},
+    {label: "Converted", num: true, render: (j) => count(byId[j.journey_id].converted_treated + byId[j.journey_id].converted_holdout)},
+    {label: "In progress", num: true, render: (j) => count(byId[j.journey_id].active)},
+    {label: "Lift (95% CI)", num: true, render: (j) => liftText(byId[j.journey_id])},
+  ], journeys, 'data-testid="journeys-table"');
+  const steps = table([
+    {label: "Step", render: (s) => `${esc(s.step_id)} <span class="pill">${esc(s.kind || kinds[s.step_id] || "")}</span>`},
+    {label: "Entered", num: true, render: (s) => num(`step-${s.step_id}-entered`, s.entered, count)},
+    {label: "Sent", num: true, render: (s) => num(`step-${s.step_id}-sent`, s.sent, count)},
+    ...reasons.map((r) => ({label: `Suppressed: ${r.replaceAll("_", " ")}`, num: true,
+      render: (s) => num(`step-${s.step_id}-suppressed-${r}`, s.suppressed[r] || 0, count)})),
+    {label: "Withheld (holdout)", num: true, render: (s) => num(`step-${s.step_id}-withheld`, s.withheld, count)},
+    {label: "Failed", num: true, render: (s) => num(`step-${s.step_id}-failed`, s.failed, count)},
+    {label: "Converted after", num: true, render: (s) => num(`step-${s.step_id}-converted`, s.converted, count)},
+  ], report.steps, 'data-testid="steps-table"');
+  const options = journeys.map((j) => `<option value="${esc(j.journey_id)}" ${j.journey_id === chosen ? "selected" : ""}>${esc(name(j))}</option>`).join("");
+  const html = `<div class="card" style="margin-bottom:16px"><h2>Journeys</h2>${list}</div>
+    <div class="card" style="margin-bottom:16px" data-testid="journey" data-journey="${esc(chosen)}">
+      <form class="filters" id="journey-form"><label>Journey<select name="journey">${options}</select></label>
+        <span class="meta">${esc(journey.definition.description || "")}</span></form>
+      <div class="kpis">
+        ${kpi("journey-entered", "Entered", report.entered, count)}
+        ${kpi("journey-treated", "Treated", report.treated, count)}
+        ${kpi("journey-holdout", "Holdout", report.holdout, count)}
+        ${kpi("journey-conversion-treated", "Conversion, treated", report.conversion_treated, pct)}
+        ${kpi("journey-conversion-holdout", "Conversion, holdout", report.conversion_holdout, pct)}
+        <div class="card kpi"><div class="label">Lift over holdout (95% CI)</div><div class="value">${num("journey-lift", report.lift, pp)}</div>
+          <div class="meta" style="margin:0">${report.treated && report.holdout ? `${num("journey-lift-low", report.lift_ci_low, pp)} … ${num("journey-lift-high", report.lift_ci_high, pp)}${report.converted_treated || report.converted_holdout ? "" : " · no conversions yet"}` : "needs customers in both groups"}</div></div>
+      </div>
+      <div class="grid">
+        <div class="card"><h2>Funnel per step: reached, what happened, converted</h2><div class="chart"><canvas id="c-steps"></canvas></div></div>
+        <div class="card"><h2>Customer paths</h2>${report.transitions.length
+          ? `<div class="chart tall"><canvas id="c-sankey" data-testid="sankey"></canvas></div>`
+          : `<p class="meta" data-testid="no-paths">No customer has entered this journey yet.</p>`}</div>
+      </div>
+      <h2>Steps</h2>${steps}
+    </div>`;
+  const draw = () => {
+    document.getElementById("journey-form").addEventListener("change", (e) => {
+      location.hash = "#plays?journey=" + encodeURIComponent(e.target.value);
+    });
+    const labels = report.steps.map((s) => s.step_id);
+    chart("c-steps", {type: "bar", data: {labels, datasets: [
+      {label: "Entered", data: report.steps.map((s) => s.entered), backgroundColor: PALETTE[7], stack: "entered"},
+      {label: "Sent", data: report.steps.map((s) => s.sent), backgroundColor: PALETTE[0], stack: "outcome"},
+      ...reasons.map((r, i) => ({label: `Suppressed: ${r.replaceAll("_", " ")}`, data: report.steps.map((s) => s.suppressed[r] || 0),
+        backgroundColor: PALETTE[[1, 3, 9, 6, 4][i % 5]], stack: "outcome"})),
+      {label: "Withheld (holdout)", data: report.steps.map((s) => s.withheld), backgroundColor: "#c9d1d9", stack: "outcome"},
+      {label: "Failed", data: report.steps.map((s) => s.failed), backgroundColor: "#6e40c9", stack: "outcome"},
+      {label: "Converted after", data: report.steps.map((s) => s.converted), backgroundColor: PALETTE[2], stack: "converted"}]},
+      options: {scales: {x: {stacked: true}, y: {stacked: true, beginAtZero: true, ticks: {precision: 0}}}}});
+    if (!report.transitions.length) return;
+    const nodes = [...new Set(report.transitions.flatMap((t) => [t.source, t.target]))];
+    const color = (node) => node === "(exited: goal)" ? PALETTE[2] : node.startsWith("(") ? PALETTE[7] : PALETTE[nodes.indexOf(node) % PALETTE.length];
+    chart("c-sankey", {type: "sankey", data: {datasets: [{
+      label: "Customers", data: report.transitions.map((t) => ({from: t.source, to: t.target, flow: t.count})),
+      labels: Object.fromEntries(nodes.map((n) => [n, PATH_ENDS[n] || (n.startsWith("(") ? n.slice(1, -1) : `${n} · ${kinds[n] || ""}`)])),
+      colorFrom: (c) => color(c.dataset.data[c.dataIndex].from), colorTo: (c) => color(c.dataset.data[c.dataIndex].to),
+      colorMode: "gradient", size: "max", nodeWidth: 12}]},
+      options: {plugins: {legend: {display: false}}}});
+  };
+  return {html, draw};
+}
+function liftText(r) {
+  if (!r.treated || !r.holdout) return "no holdout yet";
+  if (!r.converted_treated && !r.converted_holdout) return "no conversions yet";
+  return `${pp(r.lift)} (${pp(r.lift_ci_low)} … ${pp(r.lift_ci_high)})`;
+}
+
+PAGES.plays = async (root, params) => {
+  const [data, journeys] = await Promise.all([api("/v1/analytics/plays?conversion_days=7"), journeySection(params)]);
   const plays = data.plays || [];
-  root.innerHTML = `<h1>Journeys &amp; plays</h1>${windowLine(data)}
+  root.innerHTML = `<h1>Journeys &amp; plays</h1>
+    <div class="note">Journeys: customers entered, what each step did (sent, suppressed by the rule that stopped it,
+      withheld from the holdout), the paths between steps, and conversion against the holdout, from
+      <code>GET /v1/journeys/{id}/report</code>.</div>
+    ${journeys.html}
+    <h1 id="plays-per-offer" style="margin-top:20px">Plays per offer</h1>${windowLine(data)}
     <div class="note">Plays per offer: decisions → sends → conversions (an order or offer accept within
-      ${esc(data.conversion_days)} days of a message), and lift over the holdout where one exists. Per-journey step
-      funnels are in the API (<code>GET /v1/journeys/{id}/report</code>); their console view is not built yet.</div>
+      ${esc(data.conversion_days)} days of a message), and lift over the holdout where one exists.</div>
     <div class="grid">
       <div class="card"><h2>Funnel per offer</h2><div class="chart"><canvas id="c-funnel"></canvas></div></div>
       <div class="card"><h2>Lift over holdout (95% interval)</h2><div class="chart"><canvas id="c-lift"></canvas></div></div>
@@ -191,6 +291,7 @@ PAGES.plays = async (root) => {
       {label: "Suppressed", num: true, render: (c) => count(c.suppressed)},
       {label: "Engaged (opened/clicked)", num: true, render: (c) => pct(c.engagement_rate)},
     ], data.channels || [])}</div>`;
+  journeys.draw();
   const labels = plays.map((p) => p.offer_id);
   chart("c-funnel", {type: "bar", data: {labels, datasets: [
     {label: "Decisions", data: plays.map((p) => p.decisions), backgroundColor: PALETTE[7]},
