@@ -57,7 +57,7 @@ class WorkerSettings(Settings):
     # Stable across restarts on one host, so a restarted worker picks up its own unacknowledged entries.
     journey_consumer: str = ""
     journey_block_ms: int = 500
-    journey_batch: int = 100
+    journey_batch: int = 500
     # How often due timers and pending effects are looked for.
     journey_poll_seconds: float = 0.5
     journey_lease_seconds: float = 30.0
@@ -167,29 +167,55 @@ class Worker:
 
     async def _handle(self, response: Any) -> int:
         acked = 0
-        for stream, entries in response:
-            workspace_id = workspace_of(stream)
-            for entry_id, fields in entries:
-                if fields is None:  # trimmed away while pending: nothing left to handle
-                    await self.redis.xack(stream, self.settings.journey_group, entry_id)
-                    continue
-                try:
-                    event = parse_entry(workspace_id, fields)
-                except (KeyError, ValueError) as exc:
-                    log.warning("malformed event %s on %s dropped: %s", entry_id, stream, exc)
-                    await self.redis.xack(stream, self.settings.journey_group, entry_id)
-                    continue
-                try:
-                    await self.engine.handle_event(event)
-                except (RetainError, OSError) as exc:
-                    # Not acknowledged: read again from the backlog on a later pass.
-                    log.warning("event %s not handled yet: %s", event.message_id, exc)
-                    self._backlog = True
-                    return acked
-                await self.redis.xack(stream, self.settings.journey_group, entry_id)
-                acked += 1
-                self.processed += 1
+        try:
+            for stream, entries in response:
+                done, complete = await self._handle_stream(stream, entries)
+                acked += done
+                if not complete:
+                    self._backlog = True  # read again from the backlog on a later pass
+                    break
+        except Exception:
+            self._backlog = True
+            raise
         return acked
+
+    async def _handle_stream(self, stream: str, entries: Any) -> tuple[int, bool]:
+        """Handles one stream's entries in order; returns (acknowledged, whether all were handled).
+        Events that can neither start nor move a journey (most of them) are acknowledged without work of
+        their own; a customer whose event moved a journey has the rest of the batch looked at in full."""
+        workspace_id = workspace_of(stream)
+        done: list[Any] = []
+        parsed: list[tuple[Any, StreamEvent]] = []
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed away while pending: nothing left to handle
+                done.append(entry_id)
+                continue
+            try:
+                parsed.append((entry_id, parse_entry(workspace_id, fields)))
+            except (KeyError, ValueError) as exc:
+                log.warning("malformed event %s on %s dropped: %s", entry_id, stream, exc)
+                done.append(entry_id)
+        complete = True
+        handled = 0
+        try:
+            relevant = await self.engine.triage(workspace_id, [event for _, event in parsed]) if parsed else []
+            moved: set[str] = set()
+            for (entry_id, event), look in zip(parsed, relevant, strict=True):
+                if look or event.customer_id in moved:
+                    try:
+                        if await self.engine.handle_event(event):
+                            moved.add(event.customer_id)
+                    except (RetainError, OSError) as exc:
+                        log.warning("event %s not handled yet: %s", event.message_id, exc)
+                        complete = False
+                        break
+                done.append(entry_id)
+                handled += 1
+        finally:
+            if done:
+                await self.redis.xack(stream, self.settings.journey_group, *done)
+            self.processed += handled
+        return handled, complete
 
     async def run(self, stop: asyncio.Event) -> None:
         async def every(seconds: float, step: Callable[[], Awaitable[Any]], what: str) -> None:

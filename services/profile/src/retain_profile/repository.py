@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from retain_kit.db import upsert
 from retain_kit.protoconv import aware
 from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_profile.domain.consent import ConsentRecord
@@ -333,12 +332,8 @@ ORDER BY 1, 2, 3"""
         """One INSERT ... ON CONFLICT DO UPDATE for every touched customer's feature row (Core, no ORM)."""
         if not rows:
             return
-        t = FEATURES
-        stmt = (pg_insert(t) if self.dialect == "postgresql" else sqlite_insert(t))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.customer_id],
-            set_={name: stmt.excluded[name] for name in ("summary", "features", "lifecycle_stage", "updated_at")},
-        )
+        stmt = upsert(self.dialect, FEATURES, keys=["customer_id"],
+                      update=("summary", "features", "lifecycle_stage", "updated_at"))
         await self.session.execute(stmt, rows)
 
     async def insert_identifiers(self, rows: list[dict[str, Any]]) -> None:
