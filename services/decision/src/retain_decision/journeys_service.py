@@ -472,11 +472,14 @@ class JourneyEngine:
                     continue
                 if not jd.may_enter(journey, await instances.prior(ws, journey.journey_id, cid), now=now):
                     continue
+                # The customer entered when the trigger happened, not when a (possibly lagging) worker got
+                # to it: waits count from there, and a goal reached in between still converts.
+                entered = min(now, event.timestamp)
                 state, effects = jd.enter(
-                    journey, instance_id=new_id("jin"), customer_id=cid, now=now,
+                    journey, instance_id=new_id("jin"), customer_id=cid, now=entered,
                     holdout=await self._holdout(ws, journey, cid), context=dict(event.properties),
                 )
-                state, effects = await self._settle(journey, state, effects, facts, now)
+                state, effects = await self._settle(journey, state, effects, facts, entered)
                 plans.append(_Plan(state, effects, None))
             for journey_id, value in observations:
                 await watch.observe(ws, journey_id, cid, value, now=now)

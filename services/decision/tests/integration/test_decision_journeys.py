@@ -426,3 +426,34 @@ async def test_redelivered_and_concurrent_timers_fire_once(suite: Suite, space: 
     assert report.entered == len(customers) and report.completed == len(customers)
     for cid in customers:
         assert len(await space.messages(cid)) == 1
+
+
+async def test_one_stream_batch_with_a_trigger_its_goal_and_unrelated_events(space: Workspace, worker: Worker) -> None:
+    """The worker triages a batch (one query for it): unrelated events are acknowledged without work, but an
+    event after a trigger in the same batch still reaches the instance the trigger started."""
+    await space.setup("journey_first")
+    await space.upsert(linear({"step_id": "pause", "kind": "wait", "hours": 1}, journey_id="wait_then_goal"))
+    buyer, browser = await space.customer(), await space.customer()
+    user_of = {cid: await space.user_of(cid) for cid in (buyer, browser)}
+
+    def event(cid: str, name: str) -> profile_pb2.Event:
+        return profile_pb2.Event(message_id=f"e-{uuid.uuid4().hex}", type=profile_pb2.EVENT_TYPE_TRACK, event=name,
+                                 user_id=user_of[cid], timestamp=to_timestamp(utcnow()))
+
+    await space.suite.profile.IngestEvents(profile_pb2.IngestEventsRequest(workspace_id=space.ws, events=[
+        event(browser, "App Opened"), event(buyer, "Checkout Started"), event(browser, "Product Viewed"),
+        event(buyer, "Order Completed"), event(browser, "App Opened"),
+    ]))
+    await worker.discover()
+    for _ in range(3):  # its own backlog first (empty), then the new entries
+        await worker.consume_once()
+    report = await space.report("wait_then_goal")
+    assert report.entered == 1 and report.converted_treated == 1 and report.exited == 1
+    pending = await worker.redis.xpending(space.stream, worker.settings.journey_group)
+    assert pending["pending"] == 0
+    assert worker.processed >= 7  # two identifies and five tracks, each acknowledged once
+    from retain_decision.journeys_repository import WatchRepository
+
+    async with worker.engine.sessions() as session:
+        audience = await WatchRepository(session).audience(space.ws, after="", limit=10)
+    assert set(audience) == {buyer, browser}
