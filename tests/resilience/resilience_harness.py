@@ -54,6 +54,10 @@ def running_suite(
 
     `database_url` points the suite at another PostgreSQL than RETAIN_DATABASE_URL (a private cluster)."""
     env: dict[str, str] = {"RETAIN_VAR_DIR": str(var_dir), **(extra_env or {})}
+    if not own_redis:
+        # The journey workers find streams by SCAN over the whole Redis: a consumer group of this suite's own
+        # keeps workers of another stack on a shared Redis (other test runs, the bench) from taking its events.
+        env.setdefault("RETAIN_DECISION_JOURNEY_GROUP", f"journeys-{uuid.uuid4().hex[:8]}")
     schemas: list[str] = []
     if database_url is not None:
         env["RETAIN_DATABASE_URL"] = database_url

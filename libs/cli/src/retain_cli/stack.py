@@ -8,6 +8,8 @@ endpoint when one is configured.
 With `replicas=N` every stateless service runs N processes on distinct ports. Callers reach them through
 gRPC client-side load balancing: `RETAIN_<SVC>_ADDR` becomes `ipv4:127.0.0.1:P1,127.0.0.1:P2`, which the
 kit's round_robin channel spreads calls over. Gateway replicas listen on ports of their own (`gateway_urls`).
+The journey worker (`python -m retain_decision worker`, no port) runs N times too: the workers share one Redis
+consumer group, each under a consumer name of its own that stays the same across restarts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 GRPC_SERVICES = ("audit", "profile", "scoring", "channels", "decision")
 SERVICES = (*GRPC_SERVICES, "gateway")
+JOURNEY_WORKER = "journeys"  # instances `journeys`, `journeys-2`…: `python -m retain_decision worker`
 DEFAULT_PORTS = {"profile": 50051, "scoring": 50052, "decision": 50053, "channels": 50054, "audit": 50055,
                  "gateway": 8080, "redis": 6390}
 
@@ -107,6 +110,15 @@ class Stack:
 
     def instances(self, service: str) -> list[str]:
         return [instance_name(service, i) for i in range(len(self.replica_ports[service]))]
+
+    def workers(self) -> list[str]:
+        """The journey worker processes (one per replica)."""
+        return [instance_name(JOURNEY_WORKER, i) for i in range(self.replicas)]
+
+    def consumer_of(self, worker: str) -> str:
+        """The worker's name in the consumer group: distinct per worker (two workers under one name would
+        read each other's unacknowledged entries as their own), stable so a restart resumes its own."""
+        return f"{socket.gethostname()}-{worker}"
 
     def port_of(self, instance: str) -> int:
         service = service_of(instance)
@@ -188,16 +200,24 @@ class Stack:
     def _spawn(self, instance: str, env: Mapping[str, str]) -> None:
         service = service_of(instance)
         child = dict(env)
-        child[f"RETAIN_{service.upper()}_PORT"] = str(self.port_of(instance))
+        if service == JOURNEY_WORKER:
+            child["RETAIN_DECISION_JOURNEY_CONSUMER"] = self.consumer_of(instance)
+            command = ["retain_decision", "worker"]
+        else:
+            child[f"RETAIN_{service.upper()}_PORT"] = str(self.port_of(instance))
+            command = [f"retain_{service}", "serve"]
         self.procs[instance] = subprocess.Popen(
-            [sys.executable, "-m", f"retain_{service}", "serve"],
-            env=child, stdout=self._log(instance), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", *command], env=child, stdout=self._log(instance), stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, instance: str, *, deadline: float) -> None:
         proc = self.procs[instance]
         if instance == "redis":
             wait_tcp(self.ports["redis"], timeout=max(deadline - time.monotonic(), 1), proc=proc)
+        elif service_of(instance) == JOURNEY_WORKER:
+            # No port to probe: it is ready once it runs (it finds the streams by itself).
+            if proc.poll() is not None:
+                raise RuntimeError(f"{instance} exited with {proc.returncode}")
         elif service_of(instance) == "gateway":
             wait_tcp(self.port_of(instance), timeout=max(deadline - time.monotonic(), 1), proc=proc)
         else:
@@ -215,11 +235,9 @@ class Stack:
         for name in SERVICES:
             for instance in self.instances(name):
                 self.wait_ready(instance, deadline=deadline)
-        # The journey worker reads the profile's event stream; it serves no port, so it starts last.
-        self.procs["journeys"] = subprocess.Popen(
-            [sys.executable, "-m", "retain_decision", "worker"],
-            env=env, stdout=self._log("journeys"), stderr=subprocess.STDOUT,
-        )
+        # The journey workers read the profile's event streams; they serve no port, so they start last.
+        for worker in self.workers():
+            self._spawn(worker, env)
 
     # -- faults: the resilience tests take single processes down and bring them back ----------------
 
@@ -249,8 +267,9 @@ class Stack:
         self.procs[instance].send_signal(signal.SIGCONT)
 
     def stop(self, *, grace: float = 10.0) -> None:
-        """SIGTERM everything (gateways first), then wait; SIGKILL what is left after the grace period."""
-        order = [i for name in ("gateway", *reversed(GRPC_SERVICES)) for i in self.instances(name)] + ["redis"]
+        """SIGTERM everything (gateways, then workers, first), then wait; SIGKILL what is left after the grace."""
+        order = [*self.instances("gateway"), *self.workers()]
+        order += [i for name in reversed(GRPC_SERVICES) for i in self.instances(name)] + ["redis"]
         order += [name for name in self.procs if name not in order]
         for name in order:
             proc = self.procs.get(name)
