@@ -586,6 +586,11 @@ class JourneyEngine:
             due = aware(timer.due_at)
             assert due is not None
         journey = next((j for j in await self.active(ws) if j.journey_id == journey_id), None)
+        if journey is None:
+            # Installed a moment ago, after the active list was cached (its first run is due at once):
+            # read the list again before ending the schedule.
+            self._active.forget(ws)
+            journey = next((j for j in await self.active(ws) if j.journey_id == journey_id), None)
         if journey is None or journey.trigger.kind != "schedule":
             async with self.sessions() as session:
                 row = await TimerRepository(session).get(timer_id)

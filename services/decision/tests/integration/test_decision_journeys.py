@@ -321,6 +321,41 @@ async def test_suppressed_sends_holdout_and_lift_in_the_report(
         assert report.lift == pytest.approx(report.conversion_treated - report.conversion_holdout)
 
 
+async def test_a_scheduled_journey_runs_at_once_over_the_customers_seen(space: Workspace) -> None:
+    """Its first run is due on install, while the worker may still hold the active journeys it cached
+    a moment before: the run must find the new journey, not end its schedule."""
+    await space.setup(STEP_OFFER)
+    worker, close = await build_worker(WorkerSettings(**space.worker_settings(config_cache_seconds=60.0)),
+                                       space.suite.endpoints)
+    try:
+        customers = [await space.customer() for _ in range(3)]
+        for cid in customers:
+            await space.track(cid, "App Opened")
+        await worker.discover()
+        deadline = time.monotonic() + 10
+        while worker.processed < len(customers):
+            assert time.monotonic() < deadline, "the events were never consumed"
+            await worker.consume_once()
+        assert await worker.engine.active(space.ws) == []  # cached, for the next minute
+        await space.upsert({
+            "journey_id": "daily_note", "name": "Daily note", "trigger": {"kind": "schedule", "every_hours": 24},
+            "entry": {"reentry": "never"},
+            "steps": [{"step_id": "note", "kind": "send", "offer_id": STEP_OFFER, "channels": ["email"]}],
+        })
+        assert await worker.engine.fire_due_timers() == 1
+        while await worker.engine.run_effects():
+            pass
+        report = await space.report("daily_note")
+        assert report.entered == len(customers) and report.steps[0].sent == len(customers)
+        # The next run is a day later: firing again now changes nothing.
+        assert await worker.engine.fire_due_timers() == 0
+        assert (await space.report("daily_note")).entered == len(customers)
+    finally:
+        await close()
+    for cid in customers:
+        assert [m.offer_id for m in await space.messages(cid)] == [STEP_OFFER]
+
+
 def _spawn(settings: dict[str, Any], suite: Suite) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update({
