@@ -362,7 +362,10 @@ class JourneyEngine:
         profile = await self.profiles.get_profile(workspace_id, customer_id)
         values: dict[str, Value] = dict(profile.features)
         try:
-            values.update((await self.scorer.score_customer(workspace_id, customer_id)).values)
+            scored = await self.scorer.score_customer(
+                workspace_id, profile.customer_id, features=profile.features_message
+            )
+            values.update(scored.values)
         except RetainError as exc:
             # Conditions on scores then fail closed (an unknown name does not hold).
             log.warning("journey facts without scores for %s: %s", customer_id, exc.message)

@@ -26,6 +26,9 @@ class CustomerProfile:
     consents: Mapping[tuple[str, str], str] = field(default_factory=dict)
     locale: str = ""
     time_zone: str = ""
+    # The features as profile sent them, passed on to scoring as they are (so scoring need not read the
+    # profile again); opaque to the pipeline.
+    features_message: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,12 @@ class ProfileReader(Protocol):
 class Scorer(Protocol):
     """The scoring service: customer scores, per-offer propensities, and outcome learning."""
 
-    async def score_customer(self, workspace_id: str, customer_id: str) -> CustomerScores: ...
+    async def score_customer(
+        self, workspace_id: str, customer_id: str, *, features: Any = None
+    ) -> CustomerScores: ...
 
     async def score_offers(
-        self, workspace_id: str, customer_id: str, offer_ids: Sequence[str]
+        self, workspace_id: str, customer_id: str, offer_ids: Sequence[str], *, features: Any = None
     ) -> Mapping[str, Propensity]: ...
 
     async def record_outcome(
