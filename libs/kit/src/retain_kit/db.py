@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import MetaData, Table, event, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -59,7 +59,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def upsert(
-    dialect: str, table: Table, *, keys: Iterable[str], update: Iterable[str]
+    dialect: str, table: Any, *, keys: Iterable[str], update: Iterable[str]
 ) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET update = excluded, for PostgreSQL and SQLite alike;
     execute it with a list of row dicts to write a whole batch in one statement."""

@@ -302,10 +302,8 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         identifier = None
         if request.HasField("identifier") and request.identifier.kind:
             identifier = Identifier(identifier_kind_name(request.identifier.kind), request.identifier.value)
-        view = await self.profiles.profile(request.workspace_id, request.customer_id, identifier)
+        view, stored = await self.profiles.profile_with_scores(request.workspace_id, request.customer_id, identifier)
         profile = profile_to_proto(view)
-        async with self.profiles.sessions() as session:
-            stored = await ScoresRepository(session).for_customer(view.workspace_id, view.customer_id)
         profile.scores.extend(stored_score_to_proto(s) for s in stored)
         return profile_pb2.GetProfileResponse(profile=profile)
 

@@ -59,6 +59,7 @@ from retain_profile.models import (
 )
 from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent
 from retain_profile.repository import ProfileRepository, consent_record
+from retain_profile.scores_repository import ScoresRepository, StoredScore
 
 log = logging.getLogger(__name__)
 
@@ -662,8 +663,21 @@ class Profiles:
         view, _ = await self._read_profile(workspace_id, reference, identifier)
         return view
 
-    async def _read_profile(
+    async def profile_with_scores(
         self, workspace_id: str, reference: str, identifier: Identifier | None = None
+    ) -> tuple[ProfileView, list[StoredScore]]:
+        """The profile and the model scores stored for it, read on one connection."""
+        scores: list[StoredScore] = []
+        view, _ = await self._read_profile(workspace_id, reference, identifier, scores_into=scores)
+        return view, scores
+
+    async def _read_profile(
+        self,
+        workspace_id: str,
+        reference: str,
+        identifier: Identifier | None = None,
+        *,
+        scores_into: list[StoredScore] | None = None,
     ) -> tuple[ProfileView, Summary]:
         """Customer, summary, identifiers and consents in one statement (the hot read path)."""
         _require_workspace(workspace_id)
@@ -686,6 +700,8 @@ class Profiles:
             if not rows or rows[0][0] != 0:
                 raise NotFound("no customer with that id or identifier", field=field_name)
             config = await self._workspace_config(repo, workspace_id)
+            if scores_into is not None:
+                scores_into.extend(await ScoresRepository(session).for_customer(workspace_id, rows[0][1]))
         _, cid, traits_json, _, _, _, _, erased_at = rows[0]
         summary = Summary()
         identifiers: list[Identifier] = []
