@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _provider: TracerProvider | None = None
@@ -29,8 +30,15 @@ def setup(service_name: str, *, log_level: str = "INFO") -> TracerProvider:
     if _provider is not None:
         return _provider
     resource = Resource.create({"service.name": service_name, "service.namespace": "retain"})
-    provider = TracerProvider(resource=resource)
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    if exporting or os.environ.get("OTEL_TRACES_SAMPLER"):
+        provider = TracerProvider(resource=resource)  # the standard OTEL_TRACES_SAMPLER* variables apply
+    else:
+        # Nothing would read recorded spans: keep them non-recording. Trace and span ids still exist and
+        # propagate (traceparent across every process, trace ids in the logs); recording them costs a good
+        # share of each request's CPU.
+        provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
+    if exporting:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
