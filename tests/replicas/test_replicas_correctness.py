@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections import Counter
@@ -15,7 +14,8 @@ import pytest
 import redis
 
 from tests.e2e.conftest import issue_key
-from tests.resilience.resilience_harness import WINBACK_OFFER, Suite, consented_customer
+from tests.replicas.conftest import DISCOVER_SECONDS
+from tests.resilience.resilience_harness import WINBACK_OFFER, Sampler, Suite, consented_customer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
 
@@ -124,39 +124,32 @@ JOURNEY_CUSTOMERS = 200
 TRIGGER_BATCH = 10
 
 
-class PendingWatch:
-    """Samples XPENDING of the workers' group in the background: which consumers held entries (delivered, not
-    yet acknowledged) at some point, i.e. which workers took a share of the events."""
+class PendingWatch(Sampler):
+    """Samples XPENDING of the workers' group: which consumers held entries (delivered, not yet acknowledged)
+    at some point, i.e. which workers took a share of the events."""
+
+    interval = 0.005
 
     def __init__(self, redis_url: str, stream: str, group: str) -> None:
+        super().__init__()
         self.client = redis.Redis.from_url(redis_url, decode_responses=True)
         self.stream, self.group = stream, group
         self.held: Counter[str] = Counter()  # consumer -> most entries seen pending at once
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def consumers(self) -> set[str]:
+    def group_exists(self) -> bool:
         try:
-            return {c["name"] for c in self.client.xinfo_consumers(self.stream, self.group)}
-        except redis.ResponseError:  # no stream or group yet
-            return set()
+            return any(g["name"] == self.group for g in self.client.xinfo_groups(self.stream))
+        except redis.ResponseError:  # no stream yet
+            return False
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def sample(self) -> None:
+        try:
             summary = self.client.xpending(self.stream, self.group)
-            for consumer in summary.get("consumers") or ():
-                name, count = consumer["name"], int(consumer["pending"])
-                self.held[name] = max(self.held[name], count)
-            time.sleep(0.005)
-
-    def __enter__(self) -> PendingWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
+        except redis.ResponseError:  # the workers have not created their group yet
+            return
+        for consumer in summary.get("consumers") or ():
+            name, count = consumer["name"], int(consumer["pending"])
+            self.held[name] = max(self.held[name], count)
 
 
 def _until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -215,10 +208,13 @@ def test_each_journey_step_fires_once_across_workers(replicated: Suite, notes: l
     stream, group = f"retain:{workspace}:events", stack.env().get("RETAIN_DECISION_JOURNEY_GROUP", "journeys")
     consumers = {stack.consumer_of(w) for w in workers}
     with PendingWatch(stack.redis_url, stream, group) as watch:
-        # Both workers find the new stream (SCAN every 5 s) and block on it before the triggers arrive. The
-        # triggers then come in small batches through both gateways: a batch published while one worker is
-        # busy with the previous one goes to the other.
-        _until(lambda: consumers <= watch.consumers(), timeout=30, what="both workers reading the stream")
+        # Both workers find the new stream (a SCAN every DISCOVER_SECONDS) and block on it before the triggers
+        # arrive (Redis 6.2 lists a consumer only once it was served, so that cannot be asked). The triggers
+        # then come in small batches through both gateways: one published while a worker is busy with the
+        # previous one goes to the other.
+        _until(watch.group_exists, timeout=30, what="the workers' group on the new stream")
+        time.sleep(2 * DISCOVER_SECONDS + 0.5)
+        watch.held.clear()  # what the identify events left pending does not count
         for start in range(0, len(users), TRIGGER_BATCH):
             with suite.client(start // TRIGGER_BATCH % 2, timeout=60) as client:
                 r = client.post("/v1/batch", json={"batch": [
@@ -245,6 +241,7 @@ def test_each_journey_step_fires_once_across_workers(replicated: Suite, notes: l
         took = time.monotonic() - began
         _until(lambda: int(watch.client.xpending(stream, group)["pending"]) == 0, timeout=30,
                what="every trigger acknowledged")
+    watch.client.close()
     assert not stack.dead(), stack.dead()
     # Both workers took a share of the triggers (the consumer group split them), nobody else did.
     assert set(watch.held) <= consumers and all(watch.held[c] > 0 for c in consumers), watch.held

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -9,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.resilience.resilience_harness import Suite, only_when_selected, running_suite
+from tests.resilience.resilience_harness import (
+    PrivateCluster,
+    Suite,
+    only_when_selected,
+    private_postgres,
+    running_suite,
+)
 from tests.resilience.resilience_load import FaultReport, FlakyTwilio, openapi_mock
 
 REPORTS: list[FaultReport] = []
@@ -68,18 +73,19 @@ def channels_env(twilio_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory, twilio: tuple[Any, FlakyTwilio]) -> Iterator[Suite]:
-    """One process per service and a private redis-server (ours to restart), on PostgreSQL when configured."""
+def postgres() -> Iterator[PrivateCluster | None]:
+    """A private PostgreSQL cluster (ours to restart); None where none can be started."""
+    with private_postgres(required=False) as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def faulty(
+    tmp_path_factory: pytest.TempPathFactory, twilio: tuple[Any, FlakyTwilio], postgres: PrivateCluster | None
+) -> Iterator[Suite]:
+    """One process per service and a private redis-server, on the private cluster (without one: on
+    RETAIN_DATABASE_URL's PostgreSQL or the embedded SQLite)."""
     server, _ = twilio
-    with running_suite(tmp_path_factory.mktemp("resilience-var"), own_redis=True,
-                       extra_env=channels_env(server.url)) as suite:
+    with running_suite(tmp_path_factory.mktemp("resilience-var"), own_redis=True, extra_env=channels_env(server.url),
+                       database_url=postgres.url if postgres else None) as suite:
         yield suite
-
-
-def pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return found[-1].parent if found else None
-
-
-def on_postgres() -> bool:
-    return os.environ.get("RETAIN_DATABASE_URL", "").startswith("postgres")

@@ -1,19 +1,27 @@
-"""Shared by tests/replicas and tests/resilience: start a private suite of processes and read what it sent."""
+"""Shared by tests/replicas and tests/resilience: start a private suite of processes (on a private PostgreSQL
+cluster when the binaries are there) and read what it sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
-from retain_cli.stack import Stack, pick_ports
+from retain_cli.stack import Stack, free_port, pick_ports, wait_tcp
 
 from tests.e2e.conftest import _drop_schemas, _fresh_schemas, issue_key
 
@@ -117,3 +125,147 @@ def only_when_selected(config: pytest.Config, items: list[pytest.Item], folder: 
     for item in items:
         if f"/{folder}/" in str(item.path):
             item.add_marker(skip)
+
+
+def pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+class PrivateCluster:
+    """initdb/pg_ctl in a temp dir on a free port, never the machine's shared server: the suites neither
+    compete with other users of that server for its connection slots nor may they restart it."""
+
+    def __init__(self, bin_dir: Path, *, max_connections: int = 100) -> None:
+        self.bin = bin_dir
+        self.max_connections = max_connections
+        self.root = Path(tempfile.mkdtemp(prefix="retain-pg-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        # PostgreSQL refuses to run as root: the cluster belongs to the postgres OS user then.
+        self.user = "postgres" if os.geteuid() == 0 else ""
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {done.stdout[-1500:]} {done.stderr[-1500:]}")
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                f"-c max_connections={self.max_connections}")
+        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
+        wait_tcp(self.port, timeout=30)
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop("immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def cluster_unavailable() -> str:
+    """Why no private cluster can be started here ("" when one can)."""
+    if pg_bin() is None:
+        return "no PostgreSQL binaries under /usr/lib/postgresql/*/bin"
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            return "running as root without runuser: cannot start PostgreSQL as the postgres user"
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres OS user to own a private cluster"
+    return ""
+
+
+@contextmanager
+def private_postgres(*, max_connections: int = 100, required: bool = True) -> Iterator[PrivateCluster | None]:
+    """A private cluster for the duration; when none can be started, skip (required) or yield None."""
+    reason = cluster_unavailable()
+    pg = None if reason else PrivateCluster(pg_bin() or Path(), max_connections=max_connections)
+    if pg is not None:
+        try:
+            pg.init()
+            pg.start()
+        except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as exc:
+            pg.remove()
+            pg, reason = None, f"cannot start a private PostgreSQL cluster: {exc}"
+    if pg is None and required:
+        pytest.skip(reason)
+    try:
+        yield pg
+    finally:
+        if pg is not None:
+            pg.remove()
+
+
+class Sampler:
+    """Calls `sample()` every `interval` seconds in a background thread while its `with` block runs."""
+
+    interval = 0.5
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Runs in the sampling thread once it stops."""
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.sample()
+                self._stop.wait(self.interval)
+        finally:
+            self.close()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class ConnectionPeak(Sampler):
+    """The most client connections the cluster held at once, sampled twice a second."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.peak = 0
+        self._loop_ = asyncio.new_event_loop()
+        self._conn: Any = None
+
+    def sample(self) -> None:
+        run = self._loop_.run_until_complete
+        if self._conn is None:
+            self._conn = run(asyncpg.connect(self.url))
+        count = run(self._conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        self.peak = max(self.peak, int(count) - 1)  # not counting this one
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._loop_.run_until_complete(self._conn.close())
+        self._loop_.close()

@@ -236,7 +236,7 @@ def verify(
     accepted: Counter[str] = Counter(o.customer for o in outcomes if o.kind == "event" and _ok(o))
     attempted: Counter[str] = Counter(o.customer for o in outcomes if o.kind == "event")
     with suite.client(timeout=15) as client:
-        for user, tried in attempted.items():
+        for user, attempts in attempted.items():
             reply = client.get(f"/v1/customers/{user}")
             if accepted[user] == 0 and reply.status_code == 404:
                 continue
@@ -244,8 +244,8 @@ def verify(
                 problems.append(f"profile of {user}: {reply.status_code} {reply.text[:200]}")
                 continue
             count = reply.json()["events_count"]
-            if not accepted[user] <= count <= tried:
-                problems.append(f"{user}: events_count {count}, accepted {accepted[user]}, attempted {tried}")
+            if not accepted[user] <= count <= attempts:
+                problems.append(f"{user}: events_count {count}, accepted {accepted[user]}, attempted {attempts}")
 
     # Consent holds: a refused customer's send is never accepted.
     for o in outcomes:

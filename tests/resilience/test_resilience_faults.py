@@ -1,7 +1,8 @@
 """Faults under a steady load of events, decisions and sends; after each, nothing accepted is lost or doubled.
 
 Each test: a fresh set of customers, ~12 requests/s from a background aiohttp loop (every request bounded by
-REQUEST_TIMEOUT), the fault, recovery without any manual step, then the checks in `verify`.
+REQUEST_TIMEOUT), the fault, recovery without any manual step, then the checks in `verify`. The suite runs on a
+private PostgreSQL cluster and a private redis-server, so both can be crashed and restarted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.resilience.resilience_harness import Suite
+from tests.resilience.resilience_harness import PrivateCluster, Suite
 from tests.resilience.resilience_load import (
     FaultReport,
     FlakyTwilio,
@@ -114,3 +115,20 @@ def test_provider_errors_then_times_out(
         responder.mode = "ok"
     assert responder.answered["error"] and responder.answered["hang"], responder.answered
     assert not server.take_violations()
+
+
+def test_postgres_restart(faulty: Suite, postgres: PrivateCluster | None, reports: list[FaultReport]) -> None:
+    """Last in the module: every service loses every database connection at once."""
+    if postgres is None:
+        pytest.skip("restarting PostgreSQL needs a private cluster (PostgreSQL binaries), never the shared one")
+
+    def act() -> tuple[float, float]:
+        start = time.monotonic()
+        postgres.stop("immediate")  # a crash: no checkpoint, every connection cut
+        time.sleep(2.0)
+        back = time.monotonic()
+        postgres.start()
+        return time.monotonic() - start, back
+
+    # While PostgreSQL is down the services answer UNAVAILABLE, so clients see 503 + Retry-After, never 502.
+    run_fault(faulty, reports, "restart postgresql", act, index=9)
