@@ -18,6 +18,7 @@ CONFIG_MODULES = {
     "retain_profile.config": "profile",
     "retain_scoring.config": "scoring",
     "retain_decision.config": "decision",
+    "retain_decision.worker": "decision",
     "retain_channels.config": "channels",
     "retain_audit.config": "audit",
     "retain_gateway.config": "gateway",

@@ -123,6 +123,10 @@ def up(
                 from retain_cli.demo import load
 
                 load(stack.gateway_url, key)
+            else:
+                from retain_cli.demo import load_today
+
+                load_today(stack.gateway_url, key)
     console.print(f"[bold green]Retain is up[/bold green]  (data in {var_dir}, logs in {var_dir / 'logs'})")
     console.print(f"Gateway: {stack.gateway_url}")
     for url in stack.gateway_urls[1:]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,7 +37,10 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
     if url.startswith("postgresql"):
         if schema:
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
-        kwargs["pool_size"] = 10
+        # Per engine, so per process: a suite of seven processes (more with replicas) must stay well inside
+        # PostgreSQL's max_connections (100 by default) at its peak of pool_size + max_overflow each.
+        kwargs["pool_size"] = int(os.environ.get("RETAIN_DATABASE_POOL_SIZE", "5"))
+        kwargs["max_overflow"] = int(os.environ.get("RETAIN_DATABASE_MAX_OVERFLOW", "5"))
         kwargs["pool_pre_ping"] = True
     elif url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
