@@ -107,7 +107,9 @@ def up(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("migrating and starting services…", total=None)
         try:
-            stack.start()
+            # A first start imports, migrates and loads models; on a busy 2-core machine that has taken
+            # over a minute, which is slow, not broken.
+            stack.start(timeout=240)
         except Exception as exc:
             stack.stop()
             console.print(f"[red]start failed:[/red] {exc} (logs in {var_dir / 'logs'})")
