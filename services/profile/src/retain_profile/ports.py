@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,13 @@ class StreamEvent:
     type: str
     timestamp: datetime
     properties: Mapping[str, Any]
+    # `properties` already encoded as the stream carries it (publisher.properties_json), when at hand.
+    properties_json: str = ""
+
+
+def properties_json(properties: Mapping[str, Any]) -> str:
+    """Properties as the stream (and the events table) carry them: a JSON object, keys sorted."""
+    return json.dumps(dict(properties), ensure_ascii=False, sort_keys=True)
 
 
 class AuditSink(Protocol):

@@ -5,28 +5,26 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from retain_kit.redis_client import connect
 
-from retain_profile.ports import StreamEvent
+from retain_profile.ports import StreamEvent, properties_json
 
 log = logging.getLogger(__name__)
 
 
-# XADDs a whole batch in one round trip: ARGV = fields per entry, MAXLEN, then the entries' fields back to back.
-# One script call costs a third of a 500-command pipeline (no per-command bookkeeping or replies).
+# XADDs a whole batch in one round trip: ARGV[1] = MAXLEN, ARGV[2] = a JSON array of entries, each a flat
+# array of field/value strings. One argument per batch spares the client packing (and Redis parsing) six
+# fields per event; a multi-argument call cost a third of the ingest CPU.
 XADD_MANY = """
-local width = tonumber(ARGV[1])
-local maxlen = ARGV[2]
-local added = 0
-for i = 3, #ARGV, width do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i, i + width - 1))
-  added = added + 1
+local maxlen = ARGV[1]
+local entries = cjson.decode(ARGV[2])
+for i = 1, #entries do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(entries[i]))
 end
-return added
+return #entries
 """
 
 
@@ -37,15 +35,11 @@ def stream_key(workspace_id: str) -> str:
 STREAM_FIELDS = ("message_id", "customer_id", "event", "type", "timestamp", "properties")
 
 
-def stream_fields(event: StreamEvent) -> dict[Any, Any]:
-    return {
-        "message_id": event.message_id,
-        "customer_id": event.customer_id,
-        "event": event.event,
-        "type": event.type,
-        "timestamp": event.timestamp.isoformat(),
-        "properties": json.dumps(dict(event.properties), ensure_ascii=False, sort_keys=True),
-    }
+def stream_entry(event: StreamEvent) -> list[str]:
+    """One stream entry as a flat [field, value, ...] list."""
+    props = event.properties_json or properties_json(event.properties)
+    values = (event.message_id, event.customer_id, event.event, event.type, event.timestamp.isoformat(), props)
+    return [part for pair in zip(STREAM_FIELDS, values, strict=True) for part in pair]
 
 
 class RedisEventPublisher:
@@ -65,14 +59,12 @@ class RedisEventPublisher:
     async def publish(self, events: Sequence[StreamEvent]) -> bool:
         if not events:
             return True
-        by_stream: dict[str, list[Any]] = {}
+        by_stream: dict[str, list[list[str]]] = {}
         for event in events:
-            args = by_stream.setdefault(stream_key(event.workspace_id), [])
-            for name, value in stream_fields(event).items():
-                args += (name, value)
+            by_stream.setdefault(stream_key(event.workspace_id), []).append(stream_entry(event))
         try:
-            for key, args in by_stream.items():
-                await self._xadd_many(keys=[key], args=[2 * len(STREAM_FIELDS), self.maxlen, *args])
+            for key, entries in by_stream.items():
+                await self._xadd_many(keys=[key], args=[self.maxlen, json.dumps(entries, ensure_ascii=False)])
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed, %d events left for the republisher: %s", len(events), exc)
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -34,6 +35,26 @@ IDENTIFIERS = cast(Table, IdentifierRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 FEATURES = cast(Table, FeaturesRow.__table__)
 OUTBOX = cast(Table, EventOutboxRow.__table__)
+
+# Events are written from one array per column (see ProfileRepository._insert_events_pg).
+_EVENT_ARRAYS = {
+    "workspace_id": "TEXT", "message_id": "TEXT", "customer_id": "TEXT", "type": "TEXT", "event": "TEXT",
+    "user_id": "TEXT", "anonymous_id": "TEXT", "previous_id": "TEXT", "timestamp": "TIMESTAMPTZ",
+    "received_at": "TIMESTAMPTZ", "published": "BOOLEAN", "properties": "TEXT", "traits": "TEXT", "context": "TEXT",
+}
+_EVENT_JSON_COLUMNS = ("properties", "traits", "context")
+_EVENT_PLAIN_COLUMNS = tuple(c for c in _EVENT_ARRAYS if c not in _EVENT_JSON_COLUMNS)
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(_EVENT_ARRAYS)}) SELECT "
+    + ", ".join(f"CAST(u.{c} AS JSON)" if c in _EVENT_JSON_COLUMNS else f"u.{c}" for c in _EVENT_ARRAYS)
+    + " FROM unnest(" + ", ".join(f"CAST(:{c} AS {kind}[])" for c, kind in _EVENT_ARRAYS.items())
+    + f") AS u({', '.join(_EVENT_ARRAYS)}) RETURNING id, message_id"
+)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if value else "{}"
+
 
 # Merged-away ids can chain (a merged into b, b into c); this bounds the walk.
 MAX_MERGE_HOPS = 16
@@ -340,13 +361,46 @@ ORDER BY 1, 2, 3"""
         if rows:
             await self.session.execute(insert(IDENTIFIERS), rows)
 
-    async def insert_events(self, rows: list[dict[str, Any]]) -> list[int]:
-        """One multi-row INSERT ... RETURNING id (Core); ids come back in the order of `rows`."""
+    async def insert_events(
+        self, rows: list[dict[str, Any]], *, outbox: tuple[str, datetime] | None = None
+    ) -> tuple[list[int], int | None]:
+        """Stores `rows` (events table columns; `properties_json` may carry the properties already encoded)
+        and, with `outbox` = (workspace, now), one outbox row holding their ids. Returns the ids in the order
+        of `rows` and the outbox row's id (None without `outbox`)."""
         if not rows:
-            return []
+            return [], None
+        if self.dialect == "postgresql":
+            return await self._insert_events_pg(rows, outbox)
         t = EVENTS
         stmt = insert(t).returning(t.c.id, sort_by_parameter_order=True)
-        return list((await self.session.execute(stmt, rows)).scalars().all())
+        plain = [{k: v for k, v in r.items() if k != "properties_json"} for r in rows]
+        ids = list((await self.session.execute(stmt, plain)).scalars().all())
+        outbox_id = await self.add_outbox(outbox[0], ids, now=outbox[1]) if outbox else None
+        return ids, outbox_id
+
+    async def _insert_events_pg(
+        self, rows: list[dict[str, Any]], outbox: tuple[str, datetime] | None
+    ) -> tuple[list[int], int | None]:
+        """One statement: a multi-row INSERT from arrays (one parameter set, so no per-row driver work) and,
+        in the same statement, the outbox row. Ids are matched back by message id."""
+        params: dict[str, Any] = {name: [r[name] for r in rows] for name in _EVENT_PLAIN_COLUMNS}
+        params["properties"] = [r.get("properties_json") or _json_text(r["properties"]) for r in rows]
+        params["traits"] = [_json_text(r["traits"]) for r in rows]
+        params["context"] = [_json_text(r["context"]) for r in rows]
+        insert_sql = _INSERT_EVENTS
+        if outbox is None:
+            sql = f"WITH ins AS ({insert_sql}) SELECT id, message_id, NULL FROM ins"
+        else:
+            params["ob_ws"], params["ob_now"] = outbox
+            sql = (
+                f"WITH ins AS ({insert_sql}), ob AS (INSERT INTO event_outbox (workspace_id, event_ids, created_at)"
+                " SELECT :ob_ws, json_agg(id ORDER BY id), :ob_now FROM ins RETURNING id)"
+                " SELECT ins.id, ins.message_id, (SELECT id FROM ob) FROM ins"
+            )
+        result = (await self.session.execute(text(sql), params)).all()
+        by_message = {mid: int(row_id) for row_id, mid, _ in result}
+        outbox_id = int(result[0][2]) if outbox is not None and result else None
+        return [by_message[r["message_id"]] for r in rows], outbox_id
 
     async def summaries(self, workspace_id: str, *, chunk: int = 1000) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Every live customer's stored feature summary (merged-away customers have none)."""

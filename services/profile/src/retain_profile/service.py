@@ -57,7 +57,7 @@ from retain_profile.models import (
     SegmentRow,
     WorkspaceSettingsRow,
 )
-from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent
+from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent, properties_json
 from retain_profile.repository import ProfileRepository, consent_record
 from retain_profile.scores_repository import ScoresRepository, StoredScore
 
@@ -317,11 +317,12 @@ class Profiles:
             for _, values in batch.stored:
                 # Events stored before their customer was merged away in this batch go to the survivor.
                 values["customer_id"] = batch.final(values["customer_id"])
-            ids = await repo.insert_events([values for _, values in batch.stored])
+            ids, batch.outbox_id = await repo.insert_events(
+                [values for _, values in batch.stored],
+                outbox=(workspace_id, now) if self.publisher.enabled else None,
+            )
             for (_, values), row_id in zip(batch.stored, ids, strict=True):
                 values["id"] = row_id
-            if self.publisher.enabled and ids:
-                batch.outbox_id = await repo.add_outbox(workspace_id, ids, now=now)
             await self._refresh_features(repo, batch)
             await session.commit()
         owner = {values["message_id"]: values["customer_id"] for _, values in batch.stored}
@@ -376,6 +377,8 @@ class Profiles:
             "anonymous_id": src.anonymous_id,
             "previous_id": src.previous_id,
             "properties": src.properties,
+            # Encoded once for both the events table and the stream.
+            "properties_json": properties_json(src.properties),
             "traits": src.traits,
             "context": src.context,
             "timestamp": item.timestamp,
@@ -1036,6 +1039,7 @@ def stream_event_from(workspace_id: str, values: dict[str, Any]) -> StreamEvent:
         type=values["type"],
         timestamp=aware(values["timestamp"]),
         properties=values["properties"],
+        properties_json=values.get("properties_json", ""),
     )
 
 
