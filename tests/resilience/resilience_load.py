@@ -21,6 +21,7 @@ from tests.resilience.resilience_harness import WINBACK_OFFER, Suite, consented_
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = 8.0  # every client request is bounded; a reply slower than this counts as a hang
+TAIL = 8  # the suite counts as recovered once this many requests in a row (the latest) succeeded
 
 
 def openapi_mock() -> ModuleType:
@@ -203,6 +204,15 @@ def recovery_after(outcomes: list[Outcome], since: float) -> float | None:
     return max(first.values()) - since
 
 
+def recovered(outcomes: list[Outcome], since: float) -> bool:
+    """Every kind of request succeeded again after `since`, and the last TAIL requests all did."""
+    return recovery_after(outcomes, since) is not None and all(_ok(o) for o in _tail(outcomes))
+
+
+def _tail(outcomes: list[Outcome]) -> list[Outcome]:
+    return sorted(outcomes, key=lambda o: o.started)[-TAIL:]
+
+
 def wait_until(check: Callable[[], str | None], *, seconds: float) -> str | None:
     """Polls `check` (None = satisfied) until it holds or the time is up; returns the last complaint."""
     deadline = time.monotonic() + seconds
@@ -286,7 +296,7 @@ def verify(
     if problem:
         problems.append(problem)
     # Recovery without manual steps: everything answered again at the end.
-    tail = sorted(outcomes, key=lambda o: o.started)[-8:]
+    tail = _tail(outcomes)
     if not all(_ok(o) for o in tail):
         problems.append(f"not recovered at the end: {[(o.kind, o.status) for o in tail]}")
     return problems
