@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -35,6 +35,10 @@ IDENTIFIERS = cast(Table, IdentifierRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 FEATURES = cast(Table, FeaturesRow.__table__)
 OUTBOX = cast(Table, EventOutboxRow.__table__)
+
+# Changes with every write of a customer_features row: the writing transaction, and the time it wrote (which
+# rules out a transaction id seen again after wraparound).
+_FEATURES_VERSION = "CAST(f.xmin AS TEXT) || '/' || CAST(f.updated_at AS TEXT)"
 
 # Events are written from one array per column (see ProfileRepository._insert_events_pg).
 _EVENT_ARRAYS = {
@@ -335,11 +339,30 @@ ORDER BY 1, 2, 3"""
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def lock_summaries(self, workspace_id: str, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Stored summaries of these customers, row-locked (PostgreSQL) in id order; plain rows, no ORM."""
+    async def lock_summaries(
+        self, workspace_id: str, customer_ids: Iterable[str], *, known: Mapping[str, str] | None = None
+    ) -> dict[str, tuple[str, dict[str, Any] | None]]:
+        """Stored summaries of these customers, row-locked (PostgreSQL) in id order: id -> (version, summary).
+
+        The version (PostgreSQL only, else "") changes with every write of the row; the summary is None when
+        the version equals the one in `known` (the caller holds that summary already and is spared decoding
+        it). Customers without a row are absent."""
         ids = sorted(set(customer_ids))
         if not ids:
             return {}
+        if self.dialect == "postgresql":
+            known = known or {}
+            sql = (
+                f"SELECT f.customer_id, {_FEATURES_VERSION}, CASE WHEN {_FEATURES_VERSION} = u.known THEN NULL"
+                " ELSE CAST(f.summary AS TEXT) END FROM unnest(CAST(:ids AS TEXT[]), CAST(:known AS TEXT[]))"
+                " AS u(id, known) JOIN customer_features f ON f.customer_id = u.id AND f.workspace_id = :ws"
+                " ORDER BY f.customer_id FOR UPDATE OF f"
+            )
+            params = {"ws": workspace_id, "ids": ids, "known": [known.get(c, "") for c in ids]}
+            return {
+                cid: (version, json.loads(raw) if raw is not None else None)
+                for cid, version, raw in (await self.session.execute(text(sql), params)).all()
+            }
         t = FEATURES
         stmt = (
             select(t.c.customer_id, t.c.summary)
@@ -347,15 +370,34 @@ ORDER BY 1, 2, 3"""
             .order_by(t.c.customer_id)
             .with_for_update()
         )
-        return {cid: summary or {} for cid, summary in (await self.session.execute(stmt)).all()}
+        return {cid: ("", summary or {}) for cid, summary in (await self.session.execute(stmt)).all()}
 
-    async def upsert_features(self, rows: list[dict[str, Any]]) -> None:
-        """One INSERT ... ON CONFLICT DO UPDATE for every touched customer's feature row (Core, no ORM)."""
+    async def upsert_features(self, workspace_id: str, rows: list[dict[str, Any]], *, now: datetime) -> dict[str, str]:
+        """One INSERT ... ON CONFLICT DO UPDATE for every touched customer's feature row; rows hold customer_id,
+        summary, features, lifecycle_stage. Returns each row's new version (PostgreSQL; see lock_summaries)."""
         if not rows:
-            return
+            return {}
+        if self.dialect == "postgresql":
+            sql = (
+                "INSERT INTO customer_features AS f (customer_id, workspace_id, summary, features, lifecycle_stage,"
+                " updated_at) SELECT u.id, :ws, CAST(u.summary AS JSON), CAST(u.features AS JSON), u.stage, :now"
+                " FROM unnest(CAST(:ids AS TEXT[]), CAST(:summaries AS TEXT[]), CAST(:features AS TEXT[]),"
+                " CAST(:stages AS TEXT[])) AS u(id, summary, features, stage) ON CONFLICT (customer_id) DO UPDATE"
+                " SET summary = excluded.summary, features = excluded.features,"
+                " lifecycle_stage = excluded.lifecycle_stage, updated_at = excluded.updated_at"
+                f" RETURNING f.customer_id, {_FEATURES_VERSION}"
+            )
+            params = {
+                "ws": workspace_id, "now": now, "ids": [r["customer_id"] for r in rows],
+                "summaries": [json.dumps(r["summary"]) for r in rows],
+                "features": [json.dumps(r["features"]) for r in rows],
+                "stages": [r["lifecycle_stage"] for r in rows],
+            }
+            return {cid: version for cid, version in (await self.session.execute(text(sql), params)).all()}
         stmt = upsert(self.dialect, FEATURES, keys=["customer_id"],
                       update=("summary", "features", "lifecycle_stage", "updated_at"))
-        await self.session.execute(stmt, rows)
+        await self.session.execute(stmt, [{**r, "workspace_id": workspace_id, "updated_at": now} for r in rows])
+        return {}
 
     async def insert_identifiers(self, rows: list[dict[str, Any]]) -> None:
         if rows:

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -71,6 +71,8 @@ ANALYZE_FIRST_AT = 2_000
 # Settings and segment definitions are cached per replica this long; changes made through this replica
 # apply at once, changes made through another one within this many seconds.
 CONFIG_TTL_SECONDS = 2.0
+# Feature summaries kept decoded per replica (see Profiles._summaries).
+SUMMARY_CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ class _Batch:
     created: set[str] = field(default_factory=set)
     # Customers loaded (and locked) or created in this batch.
     customers: dict[str, _Customer] = field(default_factory=dict)
+    # customer -> (row version, summary) as this batch wrote them (see ProfileRepository.lock_summaries).
+    summaries: dict[str, tuple[str, Summary]] = field(default_factory=dict)
 
     def final(self, customer_id: str) -> str:
         while customer_id in self.merged:
@@ -220,6 +224,10 @@ class Profiles:
         # row locks and unique constraints, retrying the batch when they lose a race.
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._config: dict[str, WorkspaceConfig] = {}
+        # customer -> (feature row version, summary) for rows this replica wrote last: a batch touching such a
+        # customer again skips decoding the stored summary while the row is unchanged (least recently used
+        # entries go first).
+        self._summaries: OrderedDict[str, tuple[str, Summary]] = OrderedDict()
         engine = sessions.kw.get("bind")
         # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
         self._reads = (
@@ -325,6 +333,7 @@ class Profiles:
                 values["id"] = row_id
             await self._refresh_features(repo, batch)
             await session.commit()
+        self._remember_summaries(batch)
         owner = {values["message_id"]: values["customer_id"] for _, values in batch.stored}
         for index in range(len(checked)):
             message_id = events[index].message_id
@@ -484,26 +493,44 @@ class Profiles:
         config = await self._workspace_config(repo, ws)
         touched = sorted(set(batch.pending) | batch.rebuild)
         # Created by this batch: nothing stored to read (or lock).
-        stored = await repo.lock_summaries(ws, [c for c in touched if c not in batch.created])
+        existing = [c for c in touched if c not in batch.created]
+        # Summaries this replica wrote last are taken out of the cache while this batch folds into them (a
+        # concurrent batch reads them from the database instead); they go back once the batch commits.
+        cached = {c: entry for c in existing if (entry := self._summaries.pop(c, None)) is not None}
+        stored = await repo.lock_summaries(ws, existing, known={c: version for c, (version, _) in cached.items()})
         rows: list[dict[str, Any]] = []
+        summaries: dict[str, Summary] = {}
         as_of = batch.now.isoformat()
         for customer_id in touched:
-            existing = stored.get(customer_id)
             if customer_id in batch.rebuild:
                 summary = summarize(await repo.facts(ws, customer_id))
             else:
-                summary = Summary.from_json(existing) if existing is not None else Summary()
+                version, data = stored.get(customer_id, ("", {}))
+                if data is None:
+                    summary = cached[customer_id][1]  # unchanged since this replica wrote it
+                else:
+                    summary = Summary.from_json(data)
                 for fact in batch.pending[customer_id]:
                     summary.add(fact)
+            summaries[customer_id] = summary
             # Only the stage is needed at write time (for the stage index); reads evaluate the full features
             # from the summary, so the per-event cost stays a fold plus one stage evaluation.
             stage = self._stage_now(summary, config)
             rows.append({
-                "customer_id": customer_id, "workspace_id": ws, "summary": summary.to_json(),
-                "features": {"lifecycle_stage": stage, "as_of": as_of},
-                "lifecycle_stage": stage, "updated_at": batch.now,
+                "customer_id": customer_id, "summary": summary.to_json(),
+                "features": {"lifecycle_stage": stage, "as_of": as_of}, "lifecycle_stage": stage,
             })
-        await repo.upsert_features(rows)
+        versions = await repo.upsert_features(ws, rows, now=batch.now)
+        batch.summaries = {c: (versions[c], summaries[c]) for c in versions}
+
+    def _remember_summaries(self, batch: _Batch) -> None:
+        """After the commit: the summaries just written, keyed by the version the rows now carry."""
+        cache = self._summaries
+        for customer_id, entry in batch.summaries.items():
+            cache[customer_id] = entry
+            cache.move_to_end(customer_id)
+        while len(cache) > SUMMARY_CACHE_SIZE:
+            cache.popitem(last=False)
 
     def _features_now(self, summary: Summary, config: WorkspaceConfig) -> Features:
         now = utcnow()

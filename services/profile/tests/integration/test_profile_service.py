@@ -24,7 +24,7 @@ from retain_kit.testing import DbTarget, free_port
 from retain_profile.app import SERVICE_NAME
 from retain_profile.audit_client import GrpcAuditSink
 from retain_profile.publisher import RedisEventPublisher, stream_key
-from retain_profile.server import ProfileServicer
+from retain_profile.server import ProfileServicer, incoming_event
 from retain_profile.service import Profiles
 
 SERVICE_DIR = Path(__file__).resolve().parents[2]
@@ -311,6 +311,24 @@ async def test_out_of_order_events_give_the_same_features(stack: Stack) -> None:
     assert expected.lifecycle_stage == common_pb2.LIFECYCLE_STAGE_ACTIVE
     assert "high_value" in expected.segments and "unhappy" in expected.segments
     assert dict(expected.category_affinity) == pytest.approx({"beauty": 0.25, "shoes": 0.5, "bags": 0.25})
+
+
+async def test_replicas_writing_the_same_customer_in_turn_lose_no_event(stack: Stack) -> None:
+    """Each replica keeps the summaries it wrote decoded; a write by another replica in between must be seen."""
+    other = Profiles(stack.profiles.sessions, audit=stack.profiles.audit, publisher=stack.profiles.publisher)
+    revenues = [100, 200, 400, 800, 1600]
+    for n, revenue in enumerate(revenues):
+        event = track(f"turn-{n}", "Order Completed", 10 - n, user="turns", revenue=revenue)
+        if n % 2:
+            (result,) = await other.ingest(stack.ws, [incoming_event(event)])
+            assert result.status == "accepted"
+        else:
+            assert (await ingest(stack, event)).accepted == 1
+    for replica in (stack.profiles, other):
+        _, features = await replica.features(stack.ws, "turns")
+        assert (features.frequency, features.monetary_total) == (len(revenues), sum(revenues))
+    request = profile_pb2.GetFeaturesRequest(workspace_id=stack.ws, customer_id="turns")
+    assert (await stack.profile.GetFeatures(request)).features.frequency == len(revenues)
 
 
 def change(status: int, purpose: str = "marketing", **kw: Any) -> profile_pb2.ConsentChange:

@@ -104,6 +104,8 @@ def event_identifiers(
     for kind, raw, field in (("user_id", user_id, "user_id"), ("anonymous_id", anonymous_id, "anonymous_id")):
         if raw:
             found.append(_make(kind, raw, field, country_code))
+    if not traits and not context:
+        return sorted(set(found))
     sources = {"traits": traits, "context": context}
     for kind, paths in _TRAIT_SOURCES.items():
         for path in paths:
@@ -126,9 +128,12 @@ def _make(kind: str, raw: str, field: str, country_code: str) -> Identifier:
 def _dig(sources: Mapping[str, Any], path: Sequence[str]) -> Any:
     node: Any = sources
     for key in path:
-        if not isinstance(node, Mapping):
+        # The exact-type test first: the Mapping ABC check is slow and nearly every node is a plain dict.
+        if type(node) is not dict and not isinstance(node, Mapping):
             return None
         node = node.get(key)
+        if node is None:
+            return None
     return node
 
 
