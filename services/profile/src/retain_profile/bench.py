@@ -234,7 +234,10 @@ async def gateway_batch_rate(
                 if time.perf_counter() > stop_at:
                     return
                 begin = time.perf_counter()
-                counted += await post(body)
+                # Awaited first: `counted += await ...` would read `counted` before the await and lose the
+                # other workers' updates made meanwhile.
+                stored = await post(body)
+                counted += stored
                 latencies.append(time.perf_counter() - begin)
 
         started = time.perf_counter()
