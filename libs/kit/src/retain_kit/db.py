@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import MetaData, event, text
@@ -63,11 +63,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def upsert(
-    dialect: str, table: Any, *, keys: Iterable[str], update: Iterable[str]
+    dialect: str,
+    table: Any,
+    *,
+    keys: Iterable[str],
+    update: Iterable[str],
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update = excluded, for PostgreSQL and SQLite alike;
-    execute it with a list of row dicts to write a whole batch in one statement."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update = excluded, for PostgreSQL and SQLite alike.
+    With `rows`, one multi-row statement (execute it without parameters: asyncpg runs a parameter list
+    row by row); without, execute it with a list of row dicts."""
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    if rows is not None:
+        stmt = stmt.values(list(rows))
     return stmt.on_conflict_do_update(
         index_elements=list(keys), set_={name: stmt.excluded[name] for name in update}
     )

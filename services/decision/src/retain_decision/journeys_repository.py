@@ -406,11 +406,10 @@ class WatchRepository:
         """`touch` for a batch of customers in one statement."""
         if not customer_ids:
             return
-        stmt = upsert(self.session.get_bind().dialect.name, JourneyAudienceRow.__table__,
-                      keys=("workspace_id", "customer_id"), update=("last_seen_at",))
-        await self.session.execute(
-            stmt, [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now} for c in sorted(customer_ids)]
-        )
+        rows = [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now}
+                for c in sorted(set(customer_ids))]
+        await self.session.execute(upsert(self.session.get_bind().dialect.name, JourneyAudienceRow.__table__,
+                                          keys=("workspace_id", "customer_id"), update=("last_seen_at",), rows=rows))
 
     async def audience(self, workspace_id: str, *, after: str, limit: int) -> Sequence[str]:
         stmt = (

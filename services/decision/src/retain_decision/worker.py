@@ -96,15 +96,16 @@ class GrpcTraitWriter:
             raise rpc_error(exc, service="profile") from exc
 
 
-def parse_entry(workspace_id: str, fields: Mapping[str, str]) -> StreamEvent:
-    """A stream entry as written by retain_profile.publisher (properties as a JSON object)."""
+def parse_entry(workspace_id: str, fields: Mapping[str, str], *, properties: bool = True) -> StreamEvent:
+    """A stream entry as written by retain_profile.publisher (properties as a JSON object). Without
+    `properties`, the properties are left undecoded (empty): enough to triage the event."""
     stamp = aware(datetime.fromisoformat(fields["timestamp"]))
     assert stamp is not None
-    properties = json.loads(fields.get("properties") or "{}")
+    decoded = json.loads(fields.get("properties") or "{}") if properties else {}
     return StreamEvent(
         workspace_id=workspace_id, message_id=fields["message_id"], customer_id=fields.get("customer_id", ""),
         event=fields.get("event", ""), type=fields.get("type", ""), timestamp=stamp,
-        properties=properties if isinstance(properties, dict) else {},
+        properties=decoded if isinstance(decoded, dict) else {},
     )
 
 
@@ -185,23 +186,30 @@ class Worker:
         their own; a customer whose event moved a journey has the rest of the batch looked at in full."""
         workspace_id = workspace_of(stream)
         done: list[Any] = []
-        parsed: list[tuple[Any, StreamEvent]] = []
+        parsed: list[tuple[Any, StreamEvent, Mapping[str, str]]] = []
         for entry_id, fields in entries:
             if fields is None:  # trimmed away while pending: nothing left to handle
                 done.append(entry_id)
                 continue
             try:
-                parsed.append((entry_id, parse_entry(workspace_id, fields)))
+                parsed.append((entry_id, parse_entry(workspace_id, fields, properties=False), fields))
             except (KeyError, ValueError) as exc:
                 log.warning("malformed event %s on %s dropped: %s", entry_id, stream, exc)
                 done.append(entry_id)
         complete = True
         handled = 0
         try:
-            relevant = await self.engine.triage(workspace_id, [event for _, event in parsed]) if parsed else []
+            relevant = await self.engine.triage(workspace_id, [event for _, event, _ in parsed]) if parsed else []
             moved: set[str] = set()
-            for (entry_id, event), look in zip(parsed, relevant, strict=True):
-                if look or event.customer_id in moved:
+            for (entry_id, head, fields), look in zip(parsed, relevant, strict=True):
+                if look or head.customer_id in moved:
+                    try:
+                        event = parse_entry(workspace_id, fields)
+                    except ValueError as exc:  # properties that are not JSON: nothing a retry could fix
+                        log.warning("malformed event %s on %s dropped: %s", entry_id, stream, exc)
+                        done.append(entry_id)
+                        handled += 1
+                        continue
                     try:
                         if await self.engine.handle_event(event):
                             moved.add(event.customer_id)

@@ -483,6 +483,11 @@ async def test_one_stream_batch_with_a_trigger_its_goal_and_unrelated_events(spa
         event(browser, "App Opened"), event(buyer, "Checkout Started"), event(browser, "Product Viewed"),
         event(buyer, "Order Completed"), event(browser, "App Opened"),
     ]))
+    # Entries no worker can ever handle are dropped (acknowledged), not retried for ever: properties that
+    # are not JSON on an event the journey would look at, and an entry without a timestamp.
+    await worker.redis.xadd(space.stream, {"message_id": "bad-1", "customer_id": browser, "event": "Checkout Started",
+                                           "type": "track", "timestamp": utcnow().isoformat(), "properties": "{oops"})
+    await worker.redis.xadd(space.stream, {"message_id": "bad-2", "customer_id": browser, "event": "App Opened"})
     await worker.discover()
     for _ in range(3):  # its own backlog first (empty), then the new entries
         await worker.consume_once()
@@ -490,7 +495,7 @@ async def test_one_stream_batch_with_a_trigger_its_goal_and_unrelated_events(spa
     assert report.entered == 1 and report.converted_treated == 1 and report.exited == 1
     pending = await worker.redis.xpending(space.stream, worker.settings.journey_group)
     assert pending["pending"] == 0
-    assert worker.processed >= 7  # two identifies and five tracks, each acknowledged once
+    assert worker.processed >= 8  # two identifies, five tracks and the bad-1 drop, each acknowledged once
     from retain_decision.journeys_repository import WatchRepository
 
     async with worker.engine.sessions() as session:
