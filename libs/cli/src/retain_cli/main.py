@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from retain_cli.stack import GRPC_SERVICES, Stack, pick_ports
+from retain_cli.stack import DEFAULT_PORTS, GRPC_SERVICES, Stack, pick_ports
 
 app = typer.Typer(help="Retain: customer-retention operating system.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once).", no_args_is_help=True)
@@ -131,6 +131,9 @@ def up(
                 load_today(stack.gateway_url, key)
     console.print(f"[bold green]Retain is up[/bold green]  (data in {var_dir}, logs in {var_dir / 'logs'})")
     console.print(f"Gateway: {stack.gateway_url}")
+    if fixed_ports and stack.ports["gateway"] != DEFAULT_PORTS["gateway"]:
+        console.print(f"[yellow]port {DEFAULT_PORTS['gateway']} is in use by another program: the gateway took "
+                      f"{stack.ports['gateway']} (the README's curl commands need that port instead)[/yellow]")
     for url in stack.gateway_urls[1:]:
         console.print(f"Gateway: {url}  (replica)")
     console.print(f"Docs:    {stack.gateway_url}/docs")

@@ -43,7 +43,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR, as uvicorn and gRPC set it: a port whose only
+    sockets are connections of a stopped run in TIME_WAIT is free (without it, a restart within a minute moved
+    the gateway off 8080)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
