@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from grpc_health.v1 import health_pb2_grpc
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from retain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -19,7 +20,7 @@ from retain_kit.db import create_engine, session_factory
 from retain_kit.grpcserver import channel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from retain_gateway import console, errors
+from retain_gateway import admission, console, errors
 from retain_gateway.config import Settings
 from retain_gateway.domain.authcache import AuthCache
 from retain_gateway.ratelimit import RateLimiter
@@ -35,6 +36,9 @@ DECISION = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 SCORING = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
 CHANNELS = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
+
+# The ingestion routes get their own admission pool (admission.py); derived so a new one joins it.
+INGEST_PATHS = frozenset(route.path for route in tracking.router.routes if isinstance(route, APIRoute))
 
 DESCRIPTION = """
 The public REST surface of Retain. Authenticate with an API key as `Authorization: Bearer rk_…`,
@@ -97,6 +101,18 @@ def create_app(
 
     app = FastAPI(title="Retain gateway", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app, retry_after_seconds=settings.retry_after_seconds)
+    pools = admission.build_pools(
+        default_limit=settings.max_in_flight,
+        ingest_limit=settings.ingest_max_in_flight,
+        wait_seconds=settings.admission_wait_ms / 1000,
+    )
+    if pools:
+        app.add_middleware(
+            admission.AdmissionMiddleware,
+            pools=pools,
+            ingest_paths=INGEST_PATHS,
+            retry_after_seconds=settings.retry_after_seconds,
+        )
     for module in (tracking, customers, decisions, audit, health):
         app.include_router(module.router)
     app.include_router(profile_routes.router)

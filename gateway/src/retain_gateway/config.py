@@ -17,8 +17,14 @@ class Settings(KitSettings):
     health_timeout_seconds: float = 0.5
     max_batch_items: int = 500
     max_batch_bytes: int = 500_000
-    # Seconds a client should wait when a downstream service is unavailable.
+    # Seconds a client should wait when a downstream service is unavailable or the gateway is overloaded.
     retry_after_seconds: int = 1
+    # Admission control (admission.py), per process: requests served at once in the default pool and in the
+    # ingest pool (/v1/track, /v1/page, /v1/screen, /v1/identify, /v1/alias, /v1/batch); 0: no limit. A
+    # request finding its pool full waits at most admission_wait_ms for a slot, then gets 503 overloaded.
+    max_in_flight: int = Field(default=64, ge=0)
+    ingest_max_in_flight: int = Field(default=32, ge=0)
+    admission_wait_ms: int = Field(default=100, ge=0)
     # Provider webhooks (signature-verified, no API key), see routes/webhooks.py. JSON, e.g.
     # {"twilio": {"<AccountSid>": {"workspace_id": "ws_1", "auth_token": "..."}},
     #  "line": {"<bot user id (destination)>": {"workspace_id": "ws_1", "channel_secret": "..."}}}
