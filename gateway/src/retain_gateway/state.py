@@ -48,7 +48,13 @@ class GatewayState:
         return self.settings.rpc_timeout_seconds
 
 
-def get_state(request: Request) -> GatewayState:
+def state_of(request: Request) -> GatewayState:
     state = request.app.state.gateway
     assert isinstance(state, GatewayState)
     return state
+
+
+async def get_state(request: Request) -> GatewayState:
+    """The dependency. Async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every
+    request."""
+    return state_of(request)

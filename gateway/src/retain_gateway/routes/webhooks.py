@@ -51,7 +51,7 @@ from retain_kit.protoconv import to_struct, to_timestamp
 
 from retain_gateway.errors import ApiError
 from retain_gateway.schemas import ErrorOut
-from retain_gateway.state import GatewayState, get_state
+from retain_gateway.state import GatewayState, state_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -236,7 +236,7 @@ _LINE_BODY = {
 async def twilio_status(request: Request) -> Any:
     """Signature-verified (`X-Twilio-Signature`); no API key. The workspace is the one configured for
     the callback's AccountSid."""
-    state = get_state(request)
+    state = state_of(request)
     try:
         form = await request.form()
     except Exception as exc:
@@ -266,7 +266,7 @@ async def twilio_status(request: Request) -> Any:
 async def line_webhook(request: Request) -> Any:
     """Signature-verified (`X-Line-Signature`); no API key. Handles `follow`, `unfollow` and `delivery`
     events; others are acknowledged and skipped."""
-    state = get_state(request)
+    state = state_of(request)
     body = await request.body()
     signature = request.headers.get("x-line-signature", "")
     configured = accounts(state, "line", "channel_secret")

@@ -173,13 +173,15 @@ class ProfileRepository:
         return None
 
     async def profile_rows(
-        self, workspace_id: str, *, customer_id: str | None, candidates: Sequence[Identifier]
+        self, workspace_id: str, *, customer_id: str | None, candidates: Sequence[Identifier], scores: bool = False
     ) -> list[Any]:
         """Everything a profile read needs in one round trip: the live customer behind `customer_id` or the
-        first of `candidates` (in lookup order), merges followed, with its summary, identifiers and consents.
+        first of `candidates` (in lookup order), merges followed, with its summary, identifiers and consents,
+        and with `scores` the model scores stored for it.
 
         Rows are (part, a, b, c, d, e, f, at): part 0 customer (id, traits json, erased_at), 1 summary json,
-        2 identifier (kind, value), 3 consent (channel, purpose, status, source, basis, version, updated_at)."""
+        2 identifier (kind, value), 3 consent (channel, purpose, status, source, basis, version, updated_at),
+        4 score (name, model name, model version, value as text, horizon days as text, -, scored_at)."""
         params: dict[str, Any] = {"ws": workspace_id, "ref": customer_id}
         matches = []
         for n, ident in enumerate(candidates):
@@ -190,6 +192,14 @@ class ProfileRepository:
             f" UNION ALL SELECT customer_id, CASE kind {ranks} ELSE 99 END FROM customer_identifiers"
             f" WHERE workspace_id = :ws AND ({' OR '.join(matches)})"
             if matches else ""
+        )
+        # Text exactly as stored: PostgreSQL prints a double's shortest round-trip form, SQLite needs 17 digits.
+        value = "printf('%.17g', s.value)" if self.dialect == "sqlite" else "CAST(s.value AS TEXT)"
+        score_rows = (
+            "\nUNION ALL\nSELECT 4, s.name, s.model_name, s.model_version, " + value + ","
+            " CAST(s.horizon_days AS TEXT), NULL, s.scored_at\n  FROM customer_scores s"
+            " WHERE s.workspace_id = :ws AND s.customer_id = (SELECT customer_id FROM live)"
+            if scores else ""
         )
         sql = f"""
 WITH RECURSIVE
@@ -216,7 +226,7 @@ SELECT 2, i.kind, i.value, NULL, NULL, NULL, NULL, NULL
   FROM customer_identifiers i WHERE i.customer_id = (SELECT customer_id FROM live) AND i.workspace_id = :ws
 UNION ALL
 SELECT 3, n.channel, n.purpose, n.status, n.source, n.lawful_basis, n.policy_version, n.updated_at
-  FROM consents n WHERE n.workspace_id = :ws AND n.customer_id = (SELECT customer_id FROM live)
+  FROM consents n WHERE n.workspace_id = :ws AND n.customer_id = (SELECT customer_id FROM live){score_rows}
 ORDER BY 1, 2, 3"""
         return list((await self.session.execute(text(sql), params)).all())
 

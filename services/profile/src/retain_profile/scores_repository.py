@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from retain_kit.errors import InvalidArgument
-from retain_kit.protoconv import aware
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,15 +82,3 @@ class ScoresRepository:
             )
             await self.session.execute(stmt)
         return len(rows)
-
-    async def for_customer(self, workspace_id: str, customer_id: str) -> list[StoredScore]:
-        stmt = (
-            select(ScoreRow)
-            .where(ScoreRow.workspace_id == workspace_id, ScoreRow.customer_id == customer_id)
-            .order_by(ScoreRow.name)
-        )
-        return [
-            StoredScore(r.customer_id, r.name, r.value, r.model_name, r.model_version, aware(r.scored_at),
-                        r.horizon_days)
-            for r in (await self.session.scalars(stmt)).all()
-        ]

@@ -59,7 +59,7 @@ from retain_profile.models import (
 )
 from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent, properties_json
 from retain_profile.repository import ProfileRepository, consent_record
-from retain_profile.scores_repository import ScoresRepository, StoredScore
+from retain_profile.scores_repository import StoredScore
 
 log = logging.getLogger(__name__)
 
@@ -726,12 +726,12 @@ class Profiles:
             field_name = "customer_id"
         async with self._reads() as session:
             repo = ProfileRepository(session)
-            rows = await repo.profile_rows(workspace_id, customer_id=customer_id, candidates=candidates)
+            rows = await repo.profile_rows(
+                workspace_id, customer_id=customer_id, candidates=candidates, scores=scores_into is not None
+            )
             if not rows or rows[0][0] != 0:
                 raise NotFound("no customer with that id or identifier", field=field_name)
             config = await self._workspace_config(repo, workspace_id)
-            if scores_into is not None:
-                scores_into.extend(await ScoresRepository(session).for_customer(workspace_id, rows[0][1]))
         _, cid, traits_json, _, _, _, _, erased_at = rows[0]
         summary = Summary()
         identifiers: list[Identifier] = []
@@ -741,6 +741,9 @@ class Profiles:
                 summary = Summary.from_json(_json(b) or {})
             elif part == 2:
                 identifiers.append(Identifier(a, b))
+            elif part == 4:
+                assert scores_into is not None
+                scores_into.append(StoredScore(cid, a, float(d), b, c, _datetime(at), int(e or 0)))
             else:
                 consents.append(ConsentRecord(
                     channel=a, purpose=b, status=c, source=d or "", lawful_basis=e or "", policy_version=f or "",

@@ -92,6 +92,14 @@ async def test_stored_scores_keep_the_latest_with_model_refs(make_profile: Any) 
     assert by_name["churn_risk"].value == pytest.approx(0.7) and by_name["churn_risk"].model.version == "v2"
     assert by_name["clv"].value == pytest.approx(120.0) and by_name["clv"].model.version == "v1"
     assert by_name["clv"].model.name == "retain-churn-x" and by_name["clv"].horizon_days == 90
+    assert by_name["churn_risk"].scored_at.ToDatetime(UTC) == NOW + timedelta(hours=1)
+
+    # Read back exactly as stored (the profile read carries scores as text on both databases).
+    await s.stub.StoreScores(profile_pb2.StoreScoresRequest(workspace_id=s.ws, scores=[
+        score(cid, "p_alive", 1 / 3, "v1", NOW)]))
+    got = await s.stub.GetProfile(profile_pb2.GetProfileRequest(workspace_id=s.ws, customer_id="ann"))
+    assert [x.name for x in got.profile.scores] == ["churn_risk", "clv", "p_alive"]
+    assert next(x.value for x in got.profile.scores if x.name == "p_alive") == 1 / 3
 
     bad_model = profile_pb2.StoredScore(customer_id=cid, name="clv", value=1.0)
     assert await failure(s.stub.StoreScores(profile_pb2.StoreScoresRequest(workspace_id=s.ws, scores=[
