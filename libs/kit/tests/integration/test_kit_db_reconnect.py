@@ -38,13 +38,17 @@ async def _terminate(engine, pid: int) -> None:  # type: ignore[no-untyped-def]
         await other.dispose()
 
 
+def one_connection_engine(url: str, monkeypatch: pytest.MonkeyPatch, *, ping_idle_seconds: str):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("RETAIN_DATABASE_POOL_SIZE", "1")
+    monkeypatch.setenv("RETAIN_DATABASE_MAX_OVERFLOW", "0")
+    monkeypatch.setenv("RETAIN_DATABASE_PING_IDLE_SECONDS", ping_idle_seconds)
+    return create_engine(url)
+
+
 async def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RETAIN_DATABASE_POOL_SIZE", "1")
-    monkeypatch.setenv("RETAIN_DATABASE_MAX_OVERFLOW", "0")
-    monkeypatch.setenv("RETAIN_DATABASE_PING_IDLE_SECONDS", "0.05")
-    engine = create_engine(pg_url)
+    engine = one_connection_engine(pg_url, monkeypatch, ping_idle_seconds="0.05")
     try:
         first = await _backend_pid(engine)
         await _terminate(engine, first)
@@ -58,10 +62,7 @@ async def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
 async def test_a_busy_connection_is_not_pinged_and_a_dead_one_in_use_recycles_the_pool(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RETAIN_DATABASE_POOL_SIZE", "1")
-    monkeypatch.setenv("RETAIN_DATABASE_MAX_OVERFLOW", "0")
-    monkeypatch.setenv("RETAIN_DATABASE_PING_IDLE_SECONDS", "3600")
-    engine = create_engine(pg_url)
+    engine = one_connection_engine(pg_url, monkeypatch, ping_idle_seconds="3600")
     statements: list[str] = []
     from sqlalchemy import event
 
