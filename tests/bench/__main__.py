@@ -253,7 +253,7 @@ def profile_rows_on_postgres() -> list[Row]:
 
 def main() -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="retain-bench-"))
-    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT_PER_MINUTE": "0"}
+    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT": "0"}
     os.environ.update(env)
     stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=False), extra_env=env, log_dir=var_dir / "logs")
     stack.start(timeout=120)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retain_kit.db import upsert
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_decision.domain import journeys as jd
@@ -406,9 +406,22 @@ class WatchRepository:
         """`touch` for a batch of customers in one statement."""
         if not customer_ids:
             return
-        rows = [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now}
-                for c in sorted(set(customer_ids))]
-        await self.session.execute(upsert(self.session.get_bind().dialect.name, JourneyAudienceRow.__table__,
+        ids = sorted(set(customer_ids))
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            # One statement text whatever the batch size: SQLAlchemy compiles it once (a multi-row VALUES is
+            # compiled anew for every batch, which was a quarter of the worker's time under ingest load).
+            await self.session.execute(
+                text(
+                    f"INSERT INTO {JourneyAudienceRow.__tablename__} (workspace_id, customer_id, last_seen_at)"
+                    " SELECT CAST(:ws AS text), c, CAST(:now AS timestamptz) FROM unnest(CAST(:ids AS text[])) AS c"
+                    " ON CONFLICT (workspace_id, customer_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
+                ),
+                {"ws": workspace_id, "now": now, "ids": ids},
+            )
+            return
+        rows = [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now} for c in ids]
+        await self.session.execute(upsert(dialect, JourneyAudienceRow.__table__,
                                           keys=("workspace_id", "customer_id"), update=("last_seen_at",), rows=rows))
 
     async def audience(self, workspace_id: str, *, after: str, limit: int) -> Sequence[str]:

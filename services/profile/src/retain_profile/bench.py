@@ -304,7 +304,7 @@ def gateway_stack_bench(seconds: float = 10.0) -> list[BenchResult]:
     db_url = os.environ.get("RETAIN_DATABASE_URL", "")
     var_dir = Path(tempfile.mkdtemp(prefix="retain-profile-bench-"))
     # Batches of 500 can queue behind each other's customer row locks on a loaded machine: allow for it.
-    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT": "0",
            "RETAIN_GATEWAY_RPC_TIMEOUT_SECONDS": "10"}
     schemas = []
     if db_url.startswith("postgres"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -9,7 +10,7 @@ from typing import Any, cast
 
 from retain_kit.db import upsert
 from retain_kit.protoconv import aware
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, text, tuple_, update
+from sqlalchemy import Table, TextClause, and_, bindparam, delete, insert, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_profile.domain.consent import ConsentRecord
@@ -183,52 +184,10 @@ class ProfileRepository:
         2 identifier (kind, value), 3 consent (channel, purpose, status, source, basis, version, updated_at),
         4 score (name, model name, model version, value as text, horizon days as text, -, scored_at)."""
         params: dict[str, Any] = {"ws": workspace_id, "ref": customer_id}
-        matches = []
         for n, ident in enumerate(candidates):
             params[f"k{n}"], params[f"v{n}"] = ident.kind, ident.value
-            matches.append(f"(kind = :k{n} AND value = :v{n})")
-        ranks = " ".join(f"WHEN '{kind}' THEN {n + 1}" for n, kind in enumerate(LOOKUP_ORDER))
-        by_identifier = (
-            f" UNION ALL SELECT customer_id, CASE kind {ranks} ELSE 99 END FROM customer_identifiers"
-            f" WHERE workspace_id = :ws AND ({' OR '.join(matches)})"
-            if matches else ""
-        )
-        # Text exactly as stored: PostgreSQL prints a double's shortest round-trip form, SQLite needs 17 digits.
-        value = "printf('%.17g', s.value)" if self.dialect == "sqlite" else "CAST(s.value AS TEXT)"
-        score_rows = (
-            "\nUNION ALL\nSELECT 4, s.name, s.model_name, s.model_version, " + value + ","
-            " CAST(s.horizon_days AS TEXT), NULL, s.scored_at\n  FROM customer_scores s"
-            " WHERE s.workspace_id = :ws AND s.customer_id = (SELECT customer_id FROM live)"
-            if scores else ""
-        )
-        sql = f"""
-WITH RECURSIVE
-start_ids(customer_id, pri) AS (
-  SELECT customer_id, 0 FROM customers WHERE workspace_id = :ws AND customer_id = :ref{by_identifier}
-),
-first_id(customer_id) AS (SELECT customer_id FROM start_ids ORDER BY pri LIMIT 1),
-chain(customer_id, merged_into, depth) AS (
-  SELECT c.customer_id, c.merged_into, 0 FROM customers c JOIN first_id f ON c.customer_id = f.customer_id
-  WHERE c.workspace_id = :ws
-  UNION ALL
-  SELECT c.customer_id, c.merged_into, chain.depth + 1 FROM customers c JOIN chain ON c.customer_id = chain.merged_into
-  WHERE c.workspace_id = :ws AND chain.depth < {MAX_MERGE_HOPS}
-),
-live(customer_id) AS (SELECT customer_id FROM chain WHERE merged_into IS NULL LIMIT 1)
-SELECT 0 AS part, c.customer_id AS a, CAST(c.traits AS TEXT) AS b, NULL AS c, NULL AS d, NULL AS e, NULL AS f,
-       c.erased_at AS at
-  FROM customers c WHERE c.customer_id = (SELECT customer_id FROM live)
-UNION ALL
-SELECT 1, NULL, CAST(s.summary AS TEXT), NULL, NULL, NULL, NULL, NULL
-  FROM customer_features s WHERE s.customer_id = (SELECT customer_id FROM live)
-UNION ALL
-SELECT 2, i.kind, i.value, NULL, NULL, NULL, NULL, NULL
-  FROM customer_identifiers i WHERE i.customer_id = (SELECT customer_id FROM live) AND i.workspace_id = :ws
-UNION ALL
-SELECT 3, n.channel, n.purpose, n.status, n.source, n.lawful_basis, n.policy_version, n.updated_at
-  FROM consents n WHERE n.workspace_id = :ws AND n.customer_id = (SELECT customer_id FROM live){score_rows}
-ORDER BY 1, 2, 3"""
-        return list((await self.session.execute(text(sql), params)).all())
+        statement = _profile_statement(len(candidates), scores=scores, dialect=self.dialect)
+        return list((await self.session.execute(statement, params)).all())
 
     async def move_customer(self, workspace_id: str, *, loser: str, survivor: str, reason: str, now: datetime) -> None:
         """Re-home everything the loser owned except consent state (the caller merges that)."""
@@ -591,3 +550,52 @@ ORDER BY 1, 2, 3"""
             .order_by(ErasureRow.id)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+
+
+@functools.lru_cache(maxsize=64)
+def _profile_statement(candidates: int, *, scores: bool, dialect: str) -> TextClause:
+    """The profile read's statement for a number of identifier candidates, built and parsed once (a new
+    `text()` per read showed in profiles)."""
+    matches = [f"(kind = :k{n} AND value = :v{n})" for n in range(candidates)]
+    ranks = " ".join(f"WHEN '{kind}' THEN {n + 1}" for n, kind in enumerate(LOOKUP_ORDER))
+    by_identifier = (
+        f" UNION ALL SELECT customer_id, CASE kind {ranks} ELSE 99 END FROM customer_identifiers"
+        f" WHERE workspace_id = :ws AND ({' OR '.join(matches)})"
+        if matches else ""
+    )
+    # Text exactly as stored: PostgreSQL prints a double's shortest round-trip form, SQLite needs 17 digits.
+    value = "printf('%.17g', s.value)" if dialect == "sqlite" else "CAST(s.value AS TEXT)"
+    score_rows = (
+        "\nUNION ALL\nSELECT 4, s.name, s.model_name, s.model_version, " + value + ","
+        " CAST(s.horizon_days AS TEXT), NULL, s.scored_at\n  FROM customer_scores s"
+        " WHERE s.workspace_id = :ws AND s.customer_id = (SELECT customer_id FROM live)"
+        if scores else ""
+    )
+    return text(f"""
+WITH RECURSIVE
+start_ids(customer_id, pri) AS (
+  SELECT customer_id, 0 FROM customers WHERE workspace_id = :ws AND customer_id = :ref{by_identifier}
+),
+first_id(customer_id) AS (SELECT customer_id FROM start_ids ORDER BY pri LIMIT 1),
+chain(customer_id, merged_into, depth) AS (
+  SELECT c.customer_id, c.merged_into, 0 FROM customers c JOIN first_id f ON c.customer_id = f.customer_id
+  WHERE c.workspace_id = :ws
+  UNION ALL
+  SELECT c.customer_id, c.merged_into, chain.depth + 1 FROM customers c JOIN chain ON c.customer_id = chain.merged_into
+  WHERE c.workspace_id = :ws AND chain.depth < {MAX_MERGE_HOPS}
+),
+live(customer_id) AS (SELECT customer_id FROM chain WHERE merged_into IS NULL LIMIT 1)
+SELECT 0 AS part, c.customer_id AS a, CAST(c.traits AS TEXT) AS b, NULL AS c, NULL AS d, NULL AS e, NULL AS f,
+       c.erased_at AS at
+  FROM customers c WHERE c.customer_id = (SELECT customer_id FROM live)
+UNION ALL
+SELECT 1, NULL, CAST(s.summary AS TEXT), NULL, NULL, NULL, NULL, NULL
+  FROM customer_features s WHERE s.customer_id = (SELECT customer_id FROM live)
+UNION ALL
+SELECT 2, i.kind, i.value, NULL, NULL, NULL, NULL, NULL
+  FROM customer_identifiers i WHERE i.customer_id = (SELECT customer_id FROM live) AND i.workspace_id = :ws
+UNION ALL
+SELECT 3, n.channel, n.purpose, n.status, n.source, n.lawful_basis, n.policy_version, n.updated_at
+  FROM consents n WHERE n.workspace_id = :ws AND n.customer_id = (SELECT customer_id FROM live){score_rows}
+ORDER BY 1, 2, 3""")
