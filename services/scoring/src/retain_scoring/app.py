@@ -54,7 +54,8 @@ async def build(settings: Settings, endpoints: Endpoints | None = None) -> Built
         default_horizon_days=settings.default_horizon_days,
     )
     offers = OfferPropensities(
-        session_factory(engine), prior=BetaPrior(settings.offer_prior_alpha, settings.offer_prior_beta)
+        session_factory(engine), prior=BetaPrior(settings.offer_prior_alpha, settings.offer_prior_beta),
+        counts_cache_seconds=settings.offer_counts_cache_seconds,
     )
     servicer = ScoringServicer(customers, offers)
     registration = Registration(servicer, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, SERVICE_NAME)

@@ -23,6 +23,9 @@ class Settings(KitSettings):
     annual_discount_rate: float = 0.10
     offer_prior_alpha: float = 1.0
     offer_prior_beta: float = 9.0
+    # Offer outcome counts are read per workspace at most this often (an outcome recorded by this process
+    # shows at once, another replica's within this many seconds); 0 reads them on every request.
+    offer_counts_cache_seconds: float = 2.0
     # Scheduled retraining (`retain train` per workspace); 0 turns it off.
     retrain_interval_hours: float = 0.0
     # Retrained on every round, plus every workspace scored within retrain_recent_hours.

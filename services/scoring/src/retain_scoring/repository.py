@@ -47,6 +47,21 @@ class OfferOutcomeRepository:
         found = {row.offer_id: to_counts(row) for row in (await self.session.execute(stmt)).scalars()}
         return {offer_id: found.get(offer_id, OfferCounts(offer_id)) for offer_id in offer_ids}
 
+    async def workspace_counts(
+        self, workspace_id: str
+    ) -> tuple[dict[str, OfferCounts], dict[tuple[str, str], OfferCounts]]:
+        """Every offer's counts in the workspace, overall and by (segment, offer)."""
+        overall = await self.session.execute(
+            select(OfferOutcomeRow).where(OfferOutcomeRow.workspace_id == workspace_id)
+        )
+        by_segment = await self.session.execute(
+            select(OfferSegmentOutcomeRow).where(OfferSegmentOutcomeRow.workspace_id == workspace_id)
+        )
+        return (
+            {row.offer_id: to_counts(row) for row in overall.scalars()},
+            {(row.segment, row.offer_id): to_counts(row) for row in by_segment.scalars()},
+        )
+
     async def has_event(self, workspace_id: str, *, decision_id: str, offer_id: str, outcome: str) -> bool:
         stmt = select(OutcomeEventRow.event_id).where(
             OutcomeEventRow.workspace_id == workspace_id,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from retain_kit.cache import TtlCache
 from retain_kit.errors import InvalidArgument
 from retain_kit.protoconv import utcnow
 from sqlalchemy.exc import IntegrityError
@@ -154,6 +155,12 @@ def offer_segment(features: CustomerFeatures | None) -> str:
     return NO_SEGMENT if features is None else segment_of(features.lifecycle_stage, features.orders)
 
 
+@dataclass(frozen=True)
+class _CountsSnapshot:
+    offers: dict[str, OfferCounts]
+    segments: dict[tuple[str, str], OfferCounts]
+
+
 class OfferPropensities:
     """Accept-rate posteriors per (offer, segment) from logged outcomes, with Thompson draws to explore."""
 
@@ -163,10 +170,25 @@ class OfferPropensities:
         *,
         prior: BetaPrior,
         rng: np.random.Generator | None = None,
+        counts_cache_seconds: float = 0.0,
     ) -> None:
         self.sessions = sessions
         self.prior = prior
         self.rng = rng or np.random.default_rng()
+        # Every decision asks for propensities; counts move slowly and a Thompson draw does not need the
+        # last outcome of another replica. A recording here drops the workspace's snapshot at once.
+        self._snapshots = TtlCache[_CountsSnapshot](counts_cache_seconds)
+        self._recorded: dict[str, int] = {}
+
+    async def _counts(self, workspace_id: str) -> _CountsSnapshot:
+        if (cached := self._snapshots.get(workspace_id)) is not None:
+            return cached
+        generation = self._recorded.get(workspace_id, 0)
+        async with self.sessions() as session:
+            snapshot = _CountsSnapshot(*await OfferOutcomeRepository(session).workspace_counts(workspace_id))
+        if self._recorded.get(workspace_id, 0) == generation:  # no outcome recorded while it loaded
+            self._snapshots.put(workspace_id, snapshot)
+        return snapshot
 
     async def score(
         self,
@@ -192,16 +214,14 @@ class OfferPropensities:
             except ValueError as exc:
                 raise InvalidArgument(str(exc), field=f"prior_propensity[{offer_id}]") from exc
         unique = list(dict.fromkeys(offer_ids))
-        async with self.sessions() as session:
-            repo = OfferOutcomeRepository(session)
-            counts = await repo.counts(workspace_id, unique)
-            by_segment = await repo.segment_counts(workspace_id, unique, segment) if segment else None
+        snapshot = await self._counts(workspace_id)
         used = prior or self.prior
         out = []
         for o in unique:
-            seg = by_segment[o] if by_segment is not None else None
-            post = segment_posterior(counts[o], seg, priors.get(o, used))
-            out.append(OfferScore(counts[o], mean(post), float(self.rng.beta(post.alpha, post.beta)), seg))
+            counts = snapshot.offers.get(o) or OfferCounts(o)
+            seg = (snapshot.segments.get((segment, o)) or OfferCounts(o)) if segment else None
+            post = segment_posterior(counts, seg, priors.get(o, used))
+            out.append(OfferScore(counts, mean(post), float(self.rng.beta(post.alpha, post.beta)), seg))
         return out
 
     async def record(
@@ -242,6 +262,8 @@ class OfferPropensities:
                 duplicate = True
             counts = (await repo.counts(workspace_id, [offer_id]))[offer_id]
             seg = (await repo.segment_counts(workspace_id, [offer_id], segment))[offer_id] if segment else None
+        self._recorded[workspace_id] = self._recorded.get(workspace_id, 0) + 1
+        self._snapshots.forget(workspace_id)
         post = segment_posterior(counts, seg, self.prior)
         return OfferScore(counts, mean(post), mean(post), seg), duplicate
 

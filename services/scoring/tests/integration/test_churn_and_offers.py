@@ -42,7 +42,9 @@ async def stub(db_target: DbTarget, grpc_serve, tmp_path: Path):  # type: ignore
     profile = grpc.aio.insecure_channel("127.0.0.1:9")
     customers = CustomerScorer(in_process(registry, ValuePolicy()), ProfileFeatures(profile, timeout=1.0),
                                refresh_seconds=0.0)
-    offers = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9), rng=np.random.default_rng(3))
+    # Cached as in the service: an outcome recorded here must still show in the next score at once.
+    offers = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9), rng=np.random.default_rng(3),
+                               counts_cache_seconds=3600)
     target = await grpc_serve([Registration(ScoringServicer(customers, offers),
                                             scoring_pb2_grpc.add_ScoringServiceServicer_to_server, SERVICE_NAME)])
     async with grpc.aio.insecure_channel(target) as channel:

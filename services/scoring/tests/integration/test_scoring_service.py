@@ -1,3 +1,4 @@
+import asyncio
 from datetime import date
 from pathlib import Path
 
@@ -31,7 +32,7 @@ async def stub(db_target: DbTarget, grpc_serve, tmp_path: Path):  # type: ignore
     # Nothing listens here: these tests pass features, so profile must never be called.
     profile = grpc.aio.insecure_channel("127.0.0.1:9")
     customers = CustomerScorer(models, ProfileFeatures(profile, timeout=1.0), refresh_seconds=0.0)
-    offers = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9))
+    offers = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9), counts_cache_seconds=3600)
     servicer = ScoringServicer(customers, offers)
     target = await grpc_serve(
         [Registration(servicer, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, SERVICE_NAME)]
@@ -228,3 +229,15 @@ async def test_score_offers_rejects_half_a_prior(stub) -> None:  # type: ignore[
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.ScoreOffers(scoring_pb2.ScoreOffersRequest(workspace_id=WS, offer_ids=[]))
     assert dict(err.value.trailing_metadata() or ())["retain-field"] == "offer_ids"
+
+
+async def test_another_replicas_outcomes_show_once_its_counts_cache_expires(db_target: DbTarget) -> None:
+    engine = await db_target.migrate(SERVICE_DIR)
+    here = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9), counts_cache_seconds=0.2)
+    there = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9), counts_cache_seconds=0.2)
+    assert (await here.score(WS, ["a"]))[0].counts.accepts == 0  # cached here now
+    await there.record(WS, offer_id="a", outcome="accept", customer_id="c", decision_id="dec_1", occurred_at=None)
+    assert (await there.score(WS, ["a"]))[0].counts.accepts == 1  # the recording replica: at once
+    assert (await here.score(WS, ["a"]))[0].counts.accepts == 0  # the other: its snapshot, until it expires
+    await asyncio.sleep(0.3)
+    assert (await here.score(WS, ["a"]))[0].counts.accepts == 1
