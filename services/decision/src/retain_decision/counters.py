@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from retain_kit.errors import Unavailable
 
 from retain_decision.domain.policies import Counter
-from retain_decision.ports import SlotBid
+from retain_decision.ports import PENDING, SlotBid
 
 SEP = "\x1f"
 
@@ -138,6 +138,19 @@ class RedisCounterStore:
         if awarded and _split(str(awarded))[0] == member:
             await self._run(self._release_slot(keys=[f"{slot}:award"], args=[awarded]))
 
+    async def claim(self, key: str, *, ttl_seconds: int) -> str | None:
+        if await self._run(self.client.set(key, PENDING, nx=True, ex=ttl_seconds)):
+            return None
+        value = await self._run(self.client.get(key))
+        # Expired between the two calls: the next attempt takes it.
+        return PENDING if value is None else str(value)
+
+    async def settle(self, key: str, outcome: str, *, ttl_seconds: int) -> None:
+        await self._run(self.client.set(key, outcome, ex=ttl_seconds))
+
+    async def unclaim(self, key: str) -> None:
+        await self._run(self.client.delete(key))
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -152,6 +165,7 @@ class MemoryCounterStore:
         self.slots: dict[str, tuple[str, float]] = {}
         self.bids: dict[str, dict[str, tuple[float, str]]] = {}
         self.deadlines: dict[str, float] = {}
+        self.claims: dict[str, tuple[str, float]] = {}
 
     def _get(self, key: str) -> int:
         value, expires = self.values.get(key, (0, 0.0))
@@ -205,6 +219,19 @@ class MemoryCounterStore:
     async def release_slot(self, slot: str, member: str) -> None:
         if _split(self._awarded(slot))[0] == member:
             self.slots.pop(slot, None)
+
+    async def claim(self, key: str, *, ttl_seconds: int) -> str | None:
+        value, expires = self.claims.get(key, ("", 0.0))
+        if expires > self.clock():
+            return value
+        self.claims[key] = (PENDING, self.clock() + ttl_seconds)
+        return None
+
+    async def settle(self, key: str, outcome: str, *, ttl_seconds: int) -> None:
+        self.claims[key] = (outcome, self.clock() + ttl_seconds)
+
+    async def unclaim(self, key: str) -> None:
+        self.claims.pop(key, None)
 
     async def close(self) -> None:
         await asyncio.sleep(0)

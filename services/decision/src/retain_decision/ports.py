@@ -136,6 +136,10 @@ class SlotBid:
     value: float
 
 
+# The value of a claimed idempotency key while its request runs (CounterStore.claim).
+PENDING = "pending"
+
+
 class CounterStore(Protocol):
     """Cap counters and contact slots shared by every decision replica (Redis; in memory for one).
 
@@ -161,3 +165,16 @@ class CounterStore(Protocol):
         ...
 
     async def release_slot(self, slot: str, member: str) -> None: ...
+
+    async def claim(self, key: str, *, ttl_seconds: int) -> str | None:
+        """Take `key` for this request (None) unless another holds it: then its value, PENDING while
+        that request runs, its settled outcome afterwards."""
+        ...
+
+    async def settle(self, key: str, outcome: str, *, ttl_seconds: int) -> None:
+        """Record the outcome of the request holding `key`, for its repeats."""
+        ...
+
+    async def unclaim(self, key: str) -> None:
+        """Let a repeat run again (the holder failed before an outcome)."""
+        ...

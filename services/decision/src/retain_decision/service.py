@@ -12,9 +12,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -40,6 +41,7 @@ from retain_decision.domain.pipeline import (
 )
 from retain_decision.domain.policies import GovernancePolicy, PolicyError
 from retain_decision.ports import (
+    PENDING,
     AuditEntry,
     AuditSink,
     ConsentAnswer,
@@ -312,6 +314,34 @@ class SendOutcome:
     suppressed: tuple[Suppressed, ...] = ()
     deliver_after: datetime | None = None
     score: Breakdown | None = None
+
+
+# A repeat finds the first request's outcome this long (channels keep refusing a second message for ever);
+# a holder that died mid-request blocks its repeats for at most PENDING_SECONDS.
+IDEMPOTENCY_SECONDS = 7 * 24 * 3600
+PENDING_SECONDS = 30
+
+
+def _outcome_json(outcome: SendOutcome) -> str:
+    return json.dumps({
+        "decision_id": outcome.decision_id, "status": outcome.status, "message_id": outcome.message_id,
+        "delivery_status": outcome.delivery_status, "provider": outcome.provider,
+        "suppressed": [asdict(s) for s in outcome.suppressed],
+        "deliver_after": outcome.deliver_after.isoformat() if outcome.deliver_after else None,
+    })
+
+
+def _outcome_of(stored: str) -> SendOutcome:
+    """A repeat's answer: "duplicate" with the first message when one was made, else the same suppression or
+    hold as the first request."""
+    data = json.loads(stored)
+    made = bool(data["message_id"])
+    return SendOutcome(
+        data["decision_id"], "duplicate" if made else data["status"], message_id=data["message_id"],
+        delivery_status=data["delivery_status"], provider=data["provider"],
+        suppressed=tuple(Suppressed(**s) for s in data["suppressed"]),
+        deliver_after=datetime.fromisoformat(data["deliver_after"]) if data["deliver_after"] else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -658,6 +688,37 @@ class Decisions:
             # Consent is per purpose: sending a marketing offer "as service" would dodge the opt-in.
             raise InvalidArgument(f"offer {offer.offer_id!r} has purpose {offer.purpose!r}", field="purpose")
 
+        if releasing:  # a held message coming due: its own first request holds the key
+            return await self._send(workspace_id, offer, req, releasing=True)
+        # Per customer as well: a key reused for another customer is a client's mistake that channels refuse.
+        claim = f"idem:{workspace_id}:{req.customer_id}:{req.idempotency_key}"
+        earlier = await self._claim(claim)
+        if earlier is not None:
+            return earlier
+        try:
+            outcome = await self._send(workspace_id, offer, req, releasing=False)
+        except BaseException:
+            await self.counters.unclaim(claim)
+            raise
+        await self.counters.settle(claim, _outcome_json(outcome), ttl_seconds=IDEMPOTENCY_SECONDS)
+        return outcome
+
+    async def _claim(self, key: str) -> SendOutcome | None:
+        """Repeats of an idempotency key get the first request's outcome, whichever replica they reach: they
+        wait while it runs rather than meet the caps it has just taken (which would report a repeat of a sent
+        message as capped). None: this request holds the key."""
+        deadline = time.monotonic() + self.limits.rpc_timeout_seconds
+        while True:
+            held = await self.counters.claim(key, ttl_seconds=PENDING_SECONDS)
+            if held is None:
+                return None
+            if held != PENDING:
+                return _outcome_of(held)
+            if time.monotonic() > deadline:
+                raise Unavailable("a request with this idempotency key is still being decided; retry")
+            await asyncio.sleep(0.02)
+
+    async def _send(self, workspace_id: str, offer: Offer, req: SendRequest, *, releasing: bool) -> SendOutcome:
         trigger = Trigger(req.trigger, req.journey_id, req.actor)
         request = Request(channels=(req.channel,), limit=1, trigger=req.trigger, journey_id=req.journey_id)
         d = await self._decide(

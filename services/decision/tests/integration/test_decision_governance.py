@@ -306,3 +306,25 @@ async def test_trigger_evaluation_dispatches_the_top_action_through_governance(s
     assert again.send.status == decision_pb2.SEND_STATUS_SUPPRESSED and not again.decision.actions
     assert "frequency_cap" in {s.rule for s in again.decision.suppressed}
     assert len(await suite.messages(customer_id)) == 1
+
+
+async def test_a_repeat_of_a_sent_message_is_a_duplicate_even_when_the_cap_is_now_full(suite: Suite) -> None:
+    """Idempotency is answered before governance: the first send took the last unit of the cap, and its
+    repeats (at once, concurrently, later) get the first message back, not a frequency-cap suppression."""
+    customer_id = await suite.customer(consents=EMAIL_MARKETING)
+    await set_policy(suite, channel_caps=email_cap(1))
+    twins = await asyncio.gather(*(suite.decision.SendMessage(send(customer_id, "once")) for _ in range(12)))
+    sent = [a for a in twins if a.status in (decision_pb2.SEND_STATUS_SENT, decision_pb2.SEND_STATUS_QUEUED)]
+    assert len(sent) == 1, [decision_pb2.SendStatus.Name(a.status) for a in twins]
+    assert {a.message_id for a in twins} == {sent[0].message_id}
+    assert all(a.status == decision_pb2.SEND_STATUS_DUPLICATE for a in twins if a is not sent[0])
+    later = await suite.decision.SendMessage(send(customer_id, "once"))
+    assert later.status == decision_pb2.SEND_STATUS_DUPLICATE and later.message_id == sent[0].message_id
+    other = await suite.decision.SendMessage(send(customer_id, "another"))  # a new request does meet the cap
+    assert other.status == decision_pb2.SEND_STATUS_SUPPRESSED
+    assert [s.rule for s in other.suppressed] == ["frequency_cap"]
+    assert len(await suite.messages(customer_id)) == 1
+    # A suppressed request's repeat is answered the same way, with its reason.
+    again = await suite.decision.SendMessage(send(customer_id, "another"))
+    assert again.status == decision_pb2.SEND_STATUS_SUPPRESSED and [s.rule for s in again.suppressed] == [
+        "frequency_cap"]
