@@ -26,6 +26,7 @@ from gateway_harness import Harness
 from retain.audit.v1 import audit_pb2
 from retain.common.v1 import common_pb2
 from retain_decision.worker import WorkerSettings, build_worker
+from retain_kit import redis_client
 from retain_kit.protoconv import to_struct, to_timestamp
 from retain_kit.testing import DbTarget, free_port
 
@@ -84,9 +85,15 @@ async def journey_worker(gw: Harness, target: RememberingTarget, redis_url: str)
     """The decision service's journey worker (as `make run` runs it) on the harness's suite, reading
     this test's stream in a consumer group of its own."""
     url, schema = target.made["decision"]
+    group = f"console-{uuid.uuid4().hex[:8]}"
+    # From the stream's end: the other database's run of this test published to the same stream (one Redis),
+    # for customers this run's profile does not hold.
+    redis = redis_client.connect(redis_url)
+    await redis.xgroup_create(f"retain:{WS}:events", group, id="$", mkstream=True)
+    await redis.aclose()
     settings = WorkerSettings(
         database_url=url, database_schema=schema or "", redis_url=redis_url,
-        journey_stream_pattern=f"retain:{WS}:events", journey_group=f"console-{uuid.uuid4().hex[:8]}",
+        journey_stream_pattern=f"retain:{WS}:events", journey_group=group,
         journey_consumer="console-test", journey_poll_seconds=0.2, journey_discover_seconds=0.3,
         journey_block_ms=200, config_cache_seconds=0.0, rpc_timeout_seconds=2.0,
     )
