@@ -79,7 +79,8 @@ def test_one_message_per_idempotency_key_across_replicas(replicated: Suite) -> N
     assert len({reply["message_id"] for _, reply in replies}) == 1, [
         (r["status"], r.get("rule"), r.get("reason")) for _, r in replies if r["status"] != "duplicate"]
     statuses = Counter(reply["status"] for _, reply in replies)
-    assert statuses["sent"] + statuses["queued"] <= 1 and statuses["duplicate"] >= 39, statuses
+    assert statuses["sent"] + statuses["queued"] <= 1 and statuses["duplicate"] >= 39, (
+        statuses, {(r["status"], r.get("rule"), r.get("reason")) for _, r in replies})
     sent = [line for line in replicated.sent_lines() if line["idempotency_key"] == f"{user}-once"]
     assert len(sent) == 1, sent
 
