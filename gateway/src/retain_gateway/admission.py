@@ -178,13 +178,11 @@ class AdmissionMiddleware:
         if limiter is None:
             await self.app(scope, receive, send)
             return
-        if not await limiter.acquire():
-            await self._overloaded(limiter)(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            limiter.release()
+        async with limiter.slot() as admitted:
+            if admitted:
+                await self.app(scope, receive, send)
+            else:
+                await self._overloaded(limiter)(scope, receive, send)
 
     def _overloaded(self, limiter: Limiter) -> JSONResponse:
         detail = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import MetaData, event, text
@@ -93,19 +93,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def upsert(
-    dialect: str,
-    table: Any,
-    *,
-    keys: Iterable[str],
-    update: Iterable[str],
-    rows: Sequence[dict[str, Any]] | None = None,
+    dialect: str, table: Any, *, keys: Iterable[str], update: Iterable[str]
 ) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update = excluded, for PostgreSQL and SQLite alike.
-    With `rows`, one multi-row statement (execute it without parameters: asyncpg runs a parameter list
-    row by row); without, execute it with a list of row dicts."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update = excluded, for PostgreSQL and SQLite alike;
+    execute it with a list of row dicts to write a whole batch in one statement."""
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    if rows is not None:
-        stmt = stmt.values(list(rows))
     return stmt.on_conflict_do_update(
         index_elements=list(keys), set_={name: stmt.excluded[name] for name in update}
     )

@@ -420,9 +420,10 @@ class WatchRepository:
                 {"ws": workspace_id, "now": now, "ids": ids},
             )
             return
-        rows = [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now} for c in ids]
-        await self.session.execute(upsert(dialect, JourneyAudienceRow.__table__,
-                                          keys=("workspace_id", "customer_id"), update=("last_seen_at",), rows=rows))
+        stmt = upsert(dialect, JourneyAudienceRow.__table__, keys=("workspace_id", "customer_id"),
+                      update=("last_seen_at",))
+        await self.session.execute(stmt, [{"workspace_id": workspace_id, "customer_id": c, "last_seen_at": now}
+                                          for c in ids])
 
     async def audience(self, workspace_id: str, *, after: str, limit: int) -> Sequence[str]:
         stmt = (

@@ -552,7 +552,6 @@ class ProfileRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
-
 @functools.lru_cache(maxsize=64)
 def _profile_statement(candidates: int, *, scores: bool, dialect: str) -> TextClause:
     """The profile read's statement for a number of identifier candidates, built and parsed once (a new
