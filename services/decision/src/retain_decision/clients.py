@@ -31,6 +31,7 @@ from retain_decision.ports import (
     ConsentAnswer,
     CustomerProfile,
     CustomerScores,
+    DecisionScores,
     DispatchResult,
     OutboundMessage,
 )
@@ -139,6 +140,17 @@ def _ref(score: scoring_pb2.Score) -> ModelRef:
     return ModelRef(score.model.name, score.model.version)
 
 
+def _scores(scores: scoring_pb2.CustomerScores) -> CustomerScores:
+    values: dict[str, float] = {}
+    models: dict[str, ModelRef] = {}
+    for name in _SCORE_FIELDS:
+        if scores.HasField(name):
+            score = getattr(scores, name)
+            values[name] = score.value
+            models[name] = _ref(score)
+    return CustomerScores(values, models)
+
+
 class GrpcScorer:
     def __init__(self, stub: scoring_pb2_grpc.ScoringServiceAsyncStub, *, timeout: float) -> None:
         self.stub = stub
@@ -154,34 +166,30 @@ class GrpcScorer:
             response = await self.stub.ScoreCustomers(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, service="scoring") from exc
-        if not response.scores:
-            return CustomerScores({}, {})
-        scores = response.scores[0]
-        values: dict[str, float] = {}
-        models: dict[str, ModelRef] = {}
-        for name in _SCORE_FIELDS:
-            if scores.HasField(name):
-                score = getattr(scores, name)
-                values[name] = score.value
-                models[name] = _ref(score)
-        return CustomerScores(values, models)
+        return _scores(response.scores[0]) if response.scores else CustomerScores({}, {})
 
-    async def score_offers(
+    async def score_for_decision(
         self, workspace_id: str, customer_id: str, offer_ids: Sequence[str], *, features: Any = None
-    ) -> Mapping[str, Propensity]:
-        """With `features`, the propensities are those of the customer's segment (lifecycle stage, orders)."""
+    ) -> DecisionScores:
+        """Propensities and customer scores in one call. With `features`, the propensities are those of
+        the customer's segment (lifecycle stage, orders) and scoring does not read the profile."""
         request = scoring_pb2.ScoreOffersRequest(
-            workspace_id=workspace_id, customer_id=customer_id, offer_ids=list(offer_ids), features=features
+            workspace_id=workspace_id, customer_id=customer_id, offer_ids=list(offer_ids), features=features,
+            include_customer_scores=True,
         )
         try:
             response = await self.stub.ScoreOffers(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, service="scoring") from exc
-        return {
+        propensities = {
             o.offer_id: Propensity(o.propensity.value, _ref(o.propensity))
             for o in response.offers
             if o.HasField("propensity")
         }
+        if not response.HasField("customer_scores"):
+            unavailable = response.customer_scores_unavailable or "scoring returned no customer scores"
+            return DecisionScores(propensities, CustomerScores({}, {}), unavailable)
+        return DecisionScores(propensities, _scores(response.customer_scores))
 
     async def record_outcome(
         self,

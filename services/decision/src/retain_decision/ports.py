@@ -45,6 +45,16 @@ class CustomerScores:
 
 
 @dataclass(frozen=True)
+class DecisionScores:
+    """One scoring call for a decision: the offers' propensities and the customer's scores, or why the
+    scores are missing (the propensities still stand)."""
+
+    propensities: Mapping[str, Propensity]
+    scores: CustomerScores
+    scores_unavailable: str = ""
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     idempotency_key: str
     customer_id: str
@@ -99,9 +109,9 @@ class Scorer(Protocol):
         self, workspace_id: str, customer_id: str, *, features: Any = None
     ) -> CustomerScores: ...
 
-    async def score_offers(
+    async def score_for_decision(
         self, workspace_id: str, customer_id: str, offer_ids: Sequence[str], *, features: Any = None
-    ) -> Mapping[str, Propensity]: ...
+    ) -> DecisionScores: ...
 
     async def record_outcome(
         self,

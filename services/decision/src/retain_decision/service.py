@@ -451,33 +451,23 @@ class Decisions:
         assert isinstance(profile_r, CustomerProfile) and isinstance(policy_r, GovernancePolicy)
         profile, policy = profile_r, policy_r
         features = profile.features_message
-        scores_r, props_r = await asyncio.gather(
-            self._within(
-                self.scorer.score_customer(workspace_id, profile.customer_id, features=features), service="scoring"
-            ),
-            self._within(
-                self.scorer.score_offers(
-                    workspace_id, profile.customer_id, [o.offer_id for o in offers], features=features
-                ),
-                service="scoring",
-            ),
-            return_exceptions=True,
-        )
         degraded: list[str] = []
         scores = CustomerScores({}, {})
         propensities: Mapping[str, Propensity] = {}
-        if isinstance(scores_r, RetainError):
-            degraded.append(f"customer scores: {scores_r.message}")
-        elif isinstance(scores_r, BaseException):
-            raise scores_r
+        try:
+            scored = await self._within(
+                self.scorer.score_for_decision(
+                    workspace_id, profile.customer_id, [o.offer_id for o in offers], features=features
+                ),
+                service="scoring",
+            )
+        except RetainError as exc:
+            # Without scoring the answer is still governed, only ranked on priors: say so, do not fail.
+            degraded.append(f"scoring: {exc.message}")
         else:
-            scores = scores_r
-        if isinstance(props_r, RetainError):
-            degraded.append(f"offer propensities: {props_r.message}")
-        elif isinstance(props_r, BaseException):
-            raise props_r
-        else:
-            propensities = props_r
+            scores, propensities = scored.scores, scored.propensities
+            if scored.scores_unavailable:
+                degraded.append(f"customer scores: {scored.scores_unavailable}")
 
         consents: dict[tuple[str, str], str] = dict(profile.consents)
         if consent_check:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import grpc
 from retain.common.v1 import common_pb2
 from retain.scoring.v1 import scoring_pb2, scoring_pb2_grpc
-from retain_kit.errors import InvalidArgument
+from retain_kit.errors import InvalidArgument, RetainError
 from retain_kit.protoconv import from_timestamp, to_timestamp
 
 from retain_scoring.domain.offers import BetaPrior
@@ -15,6 +16,7 @@ from retain_scoring.profile_client import features_from_proto
 from retain_scoring.service import (
     OFFER_MODEL,
     CustomerRequest,
+    CustomerScore,
     CustomerScorer,
     OfferPropensities,
     OfferScore,
@@ -47,6 +49,23 @@ def offer_to_proto(offer: OfferScore) -> scoring_pb2.OfferPropensity:
     )
 
 
+def scores_to_proto(s: CustomerScore, horizon: int, scored_at: datetime) -> scoring_pb2.CustomerScores:
+    ref = model_ref(s.model)
+    churn_ref = model_ref(s.churn_model)
+    v = s.values
+    return scoring_pb2.CustomerScores(
+        customer_id=s.customer_id,
+        churn_risk=scoring_pb2.Score(value=v["churn_risk"], model=churn_ref),
+        p_alive=scoring_pb2.Score(value=v["p_alive"], model=ref),
+        expected_purchases=scoring_pb2.Score(value=v["expected_purchases"], model=ref),
+        expected_value=scoring_pb2.Score(value=v["expected_value"], model=ref),
+        clv=scoring_pb2.Score(value=v["clv"], model=ref),
+        value_at_risk=scoring_pb2.Score(value=v["value_at_risk"], model=churn_ref),
+        horizon_days=horizon,
+        scored_at=to_timestamp(scored_at),
+    )
+
+
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     def __init__(self, customers: CustomerScorer, offers: OfferPropensities) -> None:
         self.customers = customers
@@ -62,25 +81,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         scores, horizon, scored_at = await self.customers.score(
             request.workspace_id, inputs, horizon_days=request.horizon_days
         )
-        out = []
-        for s in scores:
-            ref = model_ref(s.model)
-            churn_ref = model_ref(s.churn_model)
-            v = s.values
-            out.append(
-                scoring_pb2.CustomerScores(
-                    customer_id=s.customer_id,
-                    churn_risk=scoring_pb2.Score(value=v["churn_risk"], model=churn_ref),
-                    p_alive=scoring_pb2.Score(value=v["p_alive"], model=ref),
-                    expected_purchases=scoring_pb2.Score(value=v["expected_purchases"], model=ref),
-                    expected_value=scoring_pb2.Score(value=v["expected_value"], model=ref),
-                    clv=scoring_pb2.Score(value=v["clv"], model=ref),
-                    value_at_risk=scoring_pb2.Score(value=v["value_at_risk"], model=churn_ref),
-                    horizon_days=horizon,
-                    scored_at=to_timestamp(scored_at),
-                )
-            )
-        return scoring_pb2.ScoreCustomersResponse(scores=out)
+        return scoring_pb2.ScoreCustomersResponse(scores=[scores_to_proto(s, horizon, scored_at) for s in scores])
 
     async def ScoreOffers(
         self, request: scoring_pb2.ScoreOffersRequest, context: Context
@@ -91,14 +92,27 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 if not getattr(request, name) > 0:
                     raise InvalidArgument(f"{name} must be positive when a prior is given", field=name)
             prior = BetaPrior(request.prior_alpha, request.prior_beta)
-        segment = offer_segment(features_from_proto(request.features) if request.HasField("features") else None)
+        features = features_from_proto(request.features) if request.HasField("features") else None
+        segment = offer_segment(features)
         offers = await self.offers.score(
             request.workspace_id, list(request.offer_ids), prior=prior,
             prior_rates=dict(request.prior_propensity), segment=segment,
         )
-        return scoring_pb2.ScoreOffersResponse(
+        response = scoring_pb2.ScoreOffersResponse(
             customer_id=request.customer_id, offers=[offer_to_proto(o) for o in offers], segment=segment
         )
+        if request.include_customer_scores:
+            # One call for a decision: the customer's scores ride along. If they cannot be had (no model
+            # yet, bad features), the propensities still stand and the reason says why.
+            try:
+                (score,), horizon, scored_at = await self.customers.score(
+                    request.workspace_id, [CustomerRequest(request.customer_id, features)], horizon_days=0
+                )
+            except RetainError as exc:
+                response.customer_scores_unavailable = exc.message
+            else:
+                response.customer_scores.CopyFrom(scores_to_proto(score, horizon, scored_at))
+        return response
 
     async def RecordOutcome(
         self, request: scoring_pb2.RecordOutcomeRequest, context: Context

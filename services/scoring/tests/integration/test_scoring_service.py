@@ -231,6 +231,37 @@ async def test_score_offers_rejects_half_a_prior(stub) -> None:  # type: ignore[
     assert dict(err.value.trailing_metadata() or ())["retain-field"] == "offer_ids"
 
 
+async def test_score_offers_can_carry_the_customers_scores(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    given = customer("c", x=4, t_x=35.0, age=38.0, aov=50.0)
+    alone_response = await client.ScoreCustomers(scoring_pb2.ScoreCustomersRequest(workspace_id=WS, customers=[given]))
+    alone = alone_response.scores[0]
+    both = await client.ScoreOffers(scoring_pb2.ScoreOffersRequest(
+        workspace_id=WS, customer_id="c", offer_ids=["a", "b"], features=given.features, include_customer_scores=True,
+    ))
+    assert [o.offer_id for o in both.offers] == ["a", "b"] and not both.customer_scores_unavailable
+    carried = both.customer_scores
+    assert carried.customer_id == "c" and carried.horizon_days == alone.horizon_days
+    for name in ("churn_risk", "p_alive", "expected_purchases", "expected_value", "clv", "value_at_risk"):
+        assert getattr(carried, name).value == pytest.approx(getattr(alone, name).value, rel=1e-12), name
+        assert getattr(carried, name).model == getattr(alone, name).model
+    # Not asked: not computed.
+    plain = await client.ScoreOffers(scoring_pb2.ScoreOffersRequest(
+        workspace_id=WS, customer_id="c", offer_ids=["a"], features=given.features,
+    ))
+    assert not plain.HasField("customer_scores")
+
+
+async def test_offer_propensities_stand_when_the_customer_cannot_be_scored(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    # No features given and profile unreachable: the scores are missing and say why; the offers are answered.
+    both = await client.ScoreOffers(scoring_pb2.ScoreOffersRequest(
+        workspace_id=WS, customer_id="c", offer_ids=["a"], include_customer_scores=True,
+    ))
+    assert [o.offer_id for o in both.offers] == ["a"] and both.offers[0].propensity.value == pytest.approx(0.1)
+    assert not both.HasField("customer_scores") and "profile" in both.customer_scores_unavailable
+
+
 async def test_another_replicas_outcomes_show_once_its_counts_cache_expires(db_target: DbTarget) -> None:
     engine = await db_target.migrate(SERVICE_DIR)
     here = OfferPropensities(session_factory(engine), prior=BetaPrior(1, 9), counts_cache_seconds=0.2)

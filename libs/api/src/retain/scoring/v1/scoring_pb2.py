@@ -27,7 +27,7 @@ from retain.common.v1 import common_pb2 as retain_dot_common_dot_v1_dot_common__
 from retain.profile.v1 import profile_pb2 as retain_dot_profile_dot_v1_dot_profile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fretain/scoring/v1/scoring.proto\x12\x11retain.scoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dretain/common/v1/common.proto\x1a\x1fretain/profile/v1/profile.proto\"A\n\x05Score\x12\r\n\x05value\x18\x01 \x01(\x01\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.retain.common.v1.ModelRef\"\x83\x03\n\x0e\x43ustomerScores\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12,\n\nchurn_risk\x18\x02 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12)\n\x07p_alive\x18\x03 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x34\n\x12\x65xpected_purchases\x18\x04 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x30\n\x0e\x65xpected_value\x18\x05 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12%\n\x03\x63lv\x18\x06 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12/\n\rvalue_at_risk\x18\x07 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x14\n\x0chorizon_days\x18\x08 \x01(\x05\x12-\n\tscored_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\rCustomerInput\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1b.retain.profile.v1.Features\"x\n\x15ScoreCustomersRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x33\n\tcustomers\x18\x02 \x03(\x0b\x32 .retain.scoring.v1.CustomerInput\x12\x14\n\x0chorizon_days\x18\x03 \x01(\x05\"K\n\x16ScoreCustomersResponse\x12\x31\n\x06scores\x18\x01 \x03(\x0b\x32!.retain.scoring.v1.CustomerScores\"\xe0\x01\n\x0fOfferPropensity\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12,\n\npropensity\x18\x02 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x13\n\x0bimpressions\x18\x03 \x01(\x03\x12\x0f\n\x07\x61\x63\x63\x65pts\x18\x04 \x01(\x03\x12\x31\n\x0fthompson_sample\x18\x05 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x1b\n\x13segment_impressions\x18\x06 \x01(\x03\x12\x17\n\x0fsegment_accepts\x18\x07 \x01(\x03\"\xb8\x02\n\x12ScoreOffersRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\toffer_ids\x18\x03 \x03(\t\x12-\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x1b.retain.profile.v1.Features\x12\x13\n\x0bprior_alpha\x18\x05 \x01(\x01\x12\x12\n\nprior_beta\x18\x06 \x01(\x01\x12T\n\x10prior_propensity\x18\x07 \x03(\x0b\x32:.retain.scoring.v1.ScoreOffersRequest.PriorPropensityEntry\x1a\x36\n\x14PriorPropensityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"o\n\x13ScoreOffersResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x32\n\x06offers\x18\x02 \x03(\x0b\x32\".retain.scoring.v1.OfferPropensity\x12\x0f\n\x07segment\x18\x03 \x01(\t\"\xd7\x01\n\x14RecordOutcomeRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.retain.scoring.v1.Outcome\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07segment\x18\x07 \x01(\t\"]\n\x15RecordOutcomeResponse\x12\x31\n\x05offer\x18\x01 \x01(\x0b\x32\".retain.scoring.v1.OfferPropensity\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xe5\x02\n\tModelInfo\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.retain.common.v1.ModelRef\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\nparameters\x18\x04 \x03(\x0b\x32,.retain.scoring.v1.ModelInfo.ParametersEntry\x12:\n\x07metrics\x18\x05 \x03(\x0b\x32).retain.scoring.v1.ModelInfo.MetricsEntry\x12\x0e\n\x06source\x18\x06 \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.retain.scoring.v1.ModelInfo*v\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTCOME_IMPRESSION\x10\x01\x12\x11\n\rOUTCOME_CLICK\x10\x02\x12\x12\n\x0eOUTCOME_ACCEPT\x10\x03\x12\x13\n\x0fOUTCOME_DECLINE\x10\x04\x32\x94\x03\n\x0eScoringService\x12\x65\n\x0eScoreCustomers\x12(.retain.scoring.v1.ScoreCustomersRequest\x1a).retain.scoring.v1.ScoreCustomersResponse\x12\\\n\x0bScoreOffers\x12%.retain.scoring.v1.ScoreOffersRequest\x1a&.retain.scoring.v1.ScoreOffersResponse\x12\x62\n\rRecordOutcome\x12\'.retain.scoring.v1.RecordOutcomeRequest\x1a(.retain.scoring.v1.RecordOutcomeResponse\x12Y\n\nListModels\x12$.retain.scoring.v1.ListModelsRequest\x1a%.retain.scoring.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fretain/scoring/v1/scoring.proto\x12\x11retain.scoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dretain/common/v1/common.proto\x1a\x1fretain/profile/v1/profile.proto\"A\n\x05Score\x12\r\n\x05value\x18\x01 \x01(\x01\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.retain.common.v1.ModelRef\"\x83\x03\n\x0e\x43ustomerScores\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12,\n\nchurn_risk\x18\x02 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12)\n\x07p_alive\x18\x03 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x34\n\x12\x65xpected_purchases\x18\x04 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x30\n\x0e\x65xpected_value\x18\x05 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12%\n\x03\x63lv\x18\x06 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12/\n\rvalue_at_risk\x18\x07 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x14\n\x0chorizon_days\x18\x08 \x01(\x05\x12-\n\tscored_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\rCustomerInput\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1b.retain.profile.v1.Features\"x\n\x15ScoreCustomersRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x33\n\tcustomers\x18\x02 \x03(\x0b\x32 .retain.scoring.v1.CustomerInput\x12\x14\n\x0chorizon_days\x18\x03 \x01(\x05\"K\n\x16ScoreCustomersResponse\x12\x31\n\x06scores\x18\x01 \x03(\x0b\x32!.retain.scoring.v1.CustomerScores\"\xe0\x01\n\x0fOfferPropensity\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12,\n\npropensity\x18\x02 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x13\n\x0bimpressions\x18\x03 \x01(\x03\x12\x0f\n\x07\x61\x63\x63\x65pts\x18\x04 \x01(\x03\x12\x31\n\x0fthompson_sample\x18\x05 \x01(\x0b\x32\x18.retain.scoring.v1.Score\x12\x1b\n\x13segment_impressions\x18\x06 \x01(\x03\x12\x17\n\x0fsegment_accepts\x18\x07 \x01(\x03\"\xd9\x02\n\x12ScoreOffersRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\toffer_ids\x18\x03 \x03(\t\x12-\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x1b.retain.profile.v1.Features\x12\x13\n\x0bprior_alpha\x18\x05 \x01(\x01\x12\x12\n\nprior_beta\x18\x06 \x01(\x01\x12T\n\x10prior_propensity\x18\x07 \x03(\x0b\x32:.retain.scoring.v1.ScoreOffersRequest.PriorPropensityEntry\x12\x1f\n\x17include_customer_scores\x18\x08 \x01(\x08\x1a\x36\n\x14PriorPropensityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd0\x01\n\x13ScoreOffersResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x32\n\x06offers\x18\x02 \x03(\x0b\x32\".retain.scoring.v1.OfferPropensity\x12\x0f\n\x07segment\x18\x03 \x01(\t\x12:\n\x0f\x63ustomer_scores\x18\x04 \x01(\x0b\x32!.retain.scoring.v1.CustomerScores\x12#\n\x1b\x63ustomer_scores_unavailable\x18\x05 \x01(\t\"\xd7\x01\n\x14RecordOutcomeRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.retain.scoring.v1.Outcome\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07segment\x18\x07 \x01(\t\"]\n\x15RecordOutcomeResponse\x12\x31\n\x05offer\x18\x01 \x01(\x0b\x32\".retain.scoring.v1.OfferPropensity\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xe5\x02\n\tModelInfo\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.retain.common.v1.ModelRef\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\nparameters\x18\x04 \x03(\x0b\x32,.retain.scoring.v1.ModelInfo.ParametersEntry\x12:\n\x07metrics\x18\x05 \x03(\x0b\x32).retain.scoring.v1.ModelInfo.MetricsEntry\x12\x0e\n\x06source\x18\x06 \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.retain.scoring.v1.ModelInfo*v\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTCOME_IMPRESSION\x10\x01\x12\x11\n\rOUTCOME_CLICK\x10\x02\x12\x12\n\x0eOUTCOME_ACCEPT\x10\x03\x12\x13\n\x0fOUTCOME_DECLINE\x10\x04\x32\x94\x03\n\x0eScoringService\x12\x65\n\x0eScoreCustomers\x12(.retain.scoring.v1.ScoreCustomersRequest\x1a).retain.scoring.v1.ScoreCustomersResponse\x12\\\n\x0bScoreOffers\x12%.retain.scoring.v1.ScoreOffersRequest\x1a&.retain.scoring.v1.ScoreOffersResponse\x12\x62\n\rRecordOutcome\x12\'.retain.scoring.v1.RecordOutcomeRequest\x1a(.retain.scoring.v1.RecordOutcomeResponse\x12Y\n\nListModels\x12$.retain.scoring.v1.ListModelsRequest\x1a%.retain.scoring.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=2309
-  _globals['_OUTCOME']._serialized_end=2427
+  _globals['_OUTCOME']._serialized_start=2440
+  _globals['_OUTCOME']._serialized_end=2558
   _globals['_SCORE']._serialized_start=151
   _globals['_SCORE']._serialized_end=216
   _globals['_CUSTOMERSCORES']._serialized_start=219
@@ -55,25 +55,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OFFERPROPENSITY']._serialized_start=893
   _globals['_OFFERPROPENSITY']._serialized_end=1117
   _globals['_SCOREOFFERSREQUEST']._serialized_start=1120
-  _globals['_SCOREOFFERSREQUEST']._serialized_end=1432
-  _globals['_SCOREOFFERSREQUEST_PRIORPROPENSITYENTRY']._serialized_start=1378
-  _globals['_SCOREOFFERSREQUEST_PRIORPROPENSITYENTRY']._serialized_end=1432
-  _globals['_SCOREOFFERSRESPONSE']._serialized_start=1434
-  _globals['_SCOREOFFERSRESPONSE']._serialized_end=1545
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1548
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1763
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1765
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1858
-  _globals['_MODELINFO']._serialized_start=1861
-  _globals['_MODELINFO']._serialized_end=2218
-  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_start=2121
-  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_end=2170
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=2172
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=2218
-  _globals['_LISTMODELSREQUEST']._serialized_start=2220
-  _globals['_LISTMODELSREQUEST']._serialized_end=2239
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2241
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2307
-  _globals['_SCORINGSERVICE']._serialized_start=2430
-  _globals['_SCORINGSERVICE']._serialized_end=2834
+  _globals['_SCOREOFFERSREQUEST']._serialized_end=1465
+  _globals['_SCOREOFFERSREQUEST_PRIORPROPENSITYENTRY']._serialized_start=1411
+  _globals['_SCOREOFFERSREQUEST_PRIORPROPENSITYENTRY']._serialized_end=1465
+  _globals['_SCOREOFFERSRESPONSE']._serialized_start=1468
+  _globals['_SCOREOFFERSRESPONSE']._serialized_end=1676
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1679
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1894
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1896
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1989
+  _globals['_MODELINFO']._serialized_start=1992
+  _globals['_MODELINFO']._serialized_end=2349
+  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_start=2252
+  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_end=2301
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=2303
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=2349
+  _globals['_LISTMODELSREQUEST']._serialized_start=2351
+  _globals['_LISTMODELSREQUEST']._serialized_end=2370
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2372
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2438
+  _globals['_SCORINGSERVICE']._serialized_start=2561
+  _globals['_SCORINGSERVICE']._serialized_end=2965
 # @@protoc_insertion_point(module_scope)

@@ -262,11 +262,14 @@ class ScoreOffersRequest(_message.Message):
     PRIOR_ALPHA_FIELD_NUMBER: _builtins.int
     PRIOR_BETA_FIELD_NUMBER: _builtins.int
     PRIOR_PROPENSITY_FIELD_NUMBER: _builtins.int
+    INCLUDE_CUSTOMER_SCORES_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     customer_id: _builtins.str
     prior_alpha: _builtins.float
     """Beta prior over the accept rate; both unset means Beta(1, 9)."""
     prior_beta: _builtins.float
+    include_customer_scores: _builtins.bool
+    """Also score the customer (as ScoreCustomers would, from `features` when given) into customer_scores."""
     @_builtins.property
     def offer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -285,10 +288,11 @@ class ScoreOffersRequest(_message.Message):
         prior_alpha: _builtins.float = ...,
         prior_beta: _builtins.float = ...,
         prior_propensity: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        include_customer_scores: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "features", b"features", "offer_ids", b"offer_ids", "prior_alpha", b"prior_alpha", "prior_beta", b"prior_beta", "prior_propensity", b"prior_propensity", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "features", b"features", "include_customer_scores", b"include_customer_scores", "offer_ids", b"offer_ids", "prior_alpha", b"prior_alpha", "prior_beta", b"prior_beta", "prior_propensity", b"prior_propensity", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -301,23 +305,33 @@ class ScoreOffersResponse(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     OFFERS_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
+    CUSTOMER_SCORES_FIELD_NUMBER: _builtins.int
+    CUSTOMER_SCORES_UNAVAILABLE_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     segment: _builtins.str
     """The segment the customer's features put them in (empty without features); pass it back in
     RecordOutcome so the outcome teaches that segment.
     """
+    customer_scores_unavailable: _builtins.str
+    """Why customer_scores is missing when it was asked for (the offer propensities still stand)."""
     @_builtins.property
     def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OfferPropensity]: ...
+    @_builtins.property
+    def customer_scores(self) -> Global___CustomerScores:
+        """Set when include_customer_scores was asked and the customer could be scored."""
+
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
         offers: _abc.Iterable[Global___OfferPropensity] | None = ...,
         segment: _builtins.str = ...,
+        customer_scores: Global___CustomerScores | None = ...,
+        customer_scores_unavailable: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer_scores", b"customer_scores"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "offers", b"offers", "segment", b"segment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "customer_scores", b"customer_scores", "customer_scores_unavailable", b"customer_scores_unavailable", "offers", b"offers", "segment", b"segment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

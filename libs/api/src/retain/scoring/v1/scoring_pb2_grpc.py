@@ -69,7 +69,8 @@ class ScoringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ScoreOffers(self, request, context):
-        """Propensity per offer for one customer.
+        """Propensity per offer for one customer; with include_customer_scores, that customer's scores too
+        (one call for a decision instead of two).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,9 @@ class ScoringServiceStub:
     ScoreCustomers: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ScoreCustomersRequest, _scoring_pb2.ScoreCustomersResponse]
     """Scores customers; features are fetched from profile unless given."""
     ScoreOffers: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ScoreOffersRequest, _scoring_pb2.ScoreOffersResponse]
-    """Propensity per offer for one customer."""
+    """Propensity per offer for one customer; with include_customer_scores, that customer's scores too
+    (one call for a decision instead of two).
+    """
     RecordOutcome: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.RecordOutcomeRequest, _scoring_pb2.RecordOutcomeResponse]
     """Logs an offer outcome so propensities learn from it."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]
@@ -49,7 +51,9 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     ScoreCustomers: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ScoreCustomersRequest, _scoring_pb2.ScoreCustomersResponse]  # type: ignore[assignment]
     """Scores customers; features are fetched from profile unless given."""
     ScoreOffers: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ScoreOffersRequest, _scoring_pb2.ScoreOffersResponse]  # type: ignore[assignment]
-    """Propensity per offer for one customer."""
+    """Propensity per offer for one customer; with include_customer_scores, that customer's scores too
+    (one call for a decision instead of two).
+    """
     RecordOutcome: _aio.UnaryUnaryMultiCallable[_scoring_pb2.RecordOutcomeRequest, _scoring_pb2.RecordOutcomeResponse]  # type: ignore[assignment]
     """Logs an offer outcome so propensities learn from it."""
     ListModels: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -71,7 +75,9 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scoring_pb2.ScoreOffersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scoring_pb2.ScoreOffersResponse, _abc.Awaitable[_scoring_pb2.ScoreOffersResponse]]:
-        """Propensity per offer for one customer."""
+        """Propensity per offer for one customer; with include_customer_scores, that customer's scores too
+        (one call for a decision instead of two).
+        """
 
     @_abc_1.abstractmethod
     def RecordOutcome(
