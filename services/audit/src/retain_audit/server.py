@@ -62,6 +62,13 @@ def record_to_proto(read: ReadRecord) -> audit_pb2.AuditRecord:
     )
 
 
+def receipt_to_proto(read: ReadRecord) -> audit_pb2.AuditRecord:
+    row = read.row
+    return audit_pb2.AuditRecord(
+        record_id=row.record_id, workspace_id=row.workspace_id, seq=row.seq, prev_hash=row.prev_hash, hash=row.hash
+    )
+
+
 def checkpoint_to_proto(cp: Checkpoint) -> audit_pb2.Checkpoint:
     return audit_pb2.Checkpoint(
         workspace_id=cp.workspace_id,
@@ -103,6 +110,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.AppendBatchResponse:
         records = [new_record(r, f"records[{i}]") for i, r in enumerate(request.records)]
         rows = await self.log.append_batch(request.workspace_id, records)
+        if request.receipts_only:
+            return audit_pb2.AppendBatchResponse(records=[receipt_to_proto(r) for r in rows])
         return audit_pb2.AppendBatchResponse(records=[record_to_proto(r) for r in rows])
 
     async def ListRecords(

@@ -27,6 +27,7 @@ class AuditUnderTest:
     engine: AsyncEngine
     log: AuditLog
     dialect: str
+    target: str
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def audit(db_target: DbTarget, grpc_serve: Any) -> AsyncIterator[AuditUnde
     servicer = AuditServicer(log)
     target = await grpc_serve([Registration(servicer, audit_pb2_grpc.add_AuditServiceServicer_to_server, SERVICE_NAME)])
     async with grpc.aio.insecure_channel(target) as channel:
-        yield AuditUnderTest(audit_pb2_grpc.AuditServiceStub(channel), engine, log, db_target.kind)
+        yield AuditUnderTest(audit_pb2_grpc.AuditServiceStub(channel), engine, log, db_target.kind, target)
 
 
 @pytest.fixture

@@ -393,7 +393,12 @@ class AppendBatchRequest(_message.Message):
 
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    RECEIPTS_ONLY_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
+    receipts_only: _builtins.bool
+    """Answer each record with its receipt only (record_id, workspace_id, seq, prev_hash, hash), not its
+    payload back: what an appender needs, for a fraction of the work.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordInput]: ...
     def __init__(
@@ -401,10 +406,11 @@ class AppendBatchRequest(_message.Message):
         *,
         workspace_id: _builtins.str = ...,
         records: _abc.Iterable[Global___RecordInput] | None = ...,
+        receipts_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipts_only", b"receipts_only", "records", b"records", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
