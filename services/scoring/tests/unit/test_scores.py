@@ -33,6 +33,27 @@ def test_scores_are_consistent() -> None:
     assert col(m, "value_at_risk")[1] == pytest.approx(col(m, "churn_risk")[1] * alive_value)
 
 
+@pytest.mark.parametrize("clv_horizon_weeks", [365 / 7, 10.0, 0.0])
+def test_score_columns_match_the_btyd_functions(clv_horizon_weeks: float) -> None:
+    """score_matrix shares its BG/NBD work across columns; each column still equals its own definition."""
+    policy = ValuePolicy(clv_horizon_weeks=clv_horizon_weeks, margin=0.3, annual_discount_rate=0.1)
+    rows = np.array([[3, 30.0, 38.0, 40.0, 13.0], [3, 5.0, 38.0, 40.0, 13.0], [0, 0, 10.0, 0, 4.0],
+                     [2, 0, 6.0, 55.0, 52.0], [12, 60.0, 61.0, 80.0, 0.5], [1, 0.5, 0.5, 20.0, 13.0]])
+    m = score_matrix(BG, GG, rows, policy=policy)
+    x, t_x, age, _, horizon = rows.T
+    spend = col(m, "expected_spend")
+    assert np.allclose(col(m, "expected_purchases"), btyd.conditional_expected_transactions(BG, horizon, x, t_x, age),
+                       rtol=1e-12, atol=0)
+    lifetime = btyd.clv(BG, spend, x, t_x, age, horizon_weeks=clv_horizon_weeks, margin=0.3, annual_discount_rate=0.1)
+    assert np.allclose(col(m, "clv"), lifetime, rtol=1e-12, atol=0)
+    alive_value = btyd.expected_transactions_if_alive(BG, clv_horizon_weeks, x, t_x, age) * spend
+    assert np.allclose(col(m, "value_at_risk"), col(m, "churn_risk") * alive_value, rtol=1e-12, atol=0)
+    if clv_horizon_weeks == 0:
+        assert np.all(col(m, "clv") == 0.0) and np.all(col(m, "value_at_risk") == 0.0)
+    else:
+        assert np.all(col(m, "clv") > 0)
+
+
 def test_age_zero_still_scores() -> None:
     m = score_matrix(BG, GG, [[0, 0, 0, 0, 13.0]], policy=POLICY)
     assert np.all(np.isfinite(m)) and col(m, "expected_purchases")[0] > 0

@@ -61,7 +61,12 @@ class Fit(Generic[P]):
 
 
 def _arrays(*values: ArrayLike) -> tuple[Array, ...]:
-    return tuple(np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(*values))
+    """The values as float64 arrays of one shape; as they are when their shapes already agree (no broadcast)."""
+    arrays = tuple(np.asarray(v, dtype=np.float64) for v in values)
+    shape = arrays[0].shape
+    if all(a.shape == shape for a in arrays):
+        return arrays
+    return tuple(np.broadcast_arrays(*arrays))
 
 
 def check_rfm(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> str:
@@ -159,10 +164,24 @@ def _dropout_odds(params: BgNbdParams, xs: Array, txs: Array, ts: Array) -> Arra
     return result
 
 
+def _alive(params: BgNbdParams, xs: Array, txs: Array, ts: Array) -> Array:
+    result: Array = 1.0 / (1.0 + _dropout_odds(params, xs, txs, ts))
+    return result
+
+
 def probability_alive(params: BgNbdParams, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:
     """P(alive | x, t_x, T) (FHL 2005, eq. 11)."""
-    xs, txs, ts = _arrays(x, t_x, T)
-    result: Array = 1.0 / (1.0 + _dropout_odds(params, xs, txs, ts))
+    return _alive(params, *_arrays(x, t_x, T))
+
+
+def _if_alive(params: BgNbdParams, hs: Array, xs: Array, ts: Array) -> Array:
+    """E[Y(t) | alive] for arrays that broadcast together: hs may run over horizons while xs, ts run over customers."""
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    rx, aged = r + xs, alpha + ts
+    later = aged + hs
+    hyp = hyp2f1(rx, b + xs, a + b + xs - 1.0, hs / later)
+    ratio = np.exp(rx * (np.log(aged) - np.log(later)))
+    result: Array = (a + b + xs - 1.0) / (a - 1.0) * (1.0 - ratio * hyp)
     return result
 
 
@@ -170,21 +189,16 @@ def expected_transactions_if_alive(
     params: BgNbdParams, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
 ) -> Array:
     """E[Y(t) | alive, x, t_x, T]: expected transactions in (T, T+t] for a customer still active."""
-    r, alpha, a, b = params.r, params.alpha, params.a, params.b
     hs, xs, _, ts = _arrays(t, x, t_x, T)
-    z = hs / (alpha + ts + hs)
-    hyp = hyp2f1(r + xs, b + xs, a + b + xs - 1.0, z)
-    ratio = np.exp((r + xs) * (np.log(alpha + ts) - np.log(alpha + ts + hs)))
-    result: Array = (a + b + xs - 1.0) / (a - 1.0) * (1.0 - ratio * hyp)
-    return result
+    return _if_alive(params, hs, xs, ts)
 
 
 def conditional_expected_transactions(
     params: BgNbdParams, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
 ) -> Array:
     """E[Y(t) | x, t_x, T]: expected transactions in (T, T+t] (FHL 2005, eq. 10)."""
-    if_alive = expected_transactions_if_alive(params, t, x, t_x, T)
-    result: Array = if_alive * probability_alive(params, x, t_x, T)
+    hs, xs, txs, ts = _arrays(t, x, t_x, T)
+    result: Array = _if_alive(params, hs, xs, ts) * _alive(params, xs, txs, ts)
     return result
 
 
@@ -233,6 +247,32 @@ def conditional_expected_spend(params: GammaGammaParams, x: ArrayLike, m: ArrayL
     return result
 
 
+def month_ends(horizon_weeks: float) -> Array:
+    """The end of each month within (0, horizon], in weeks; the last is the horizon itself (a partial month).
+
+    A horizon <= 0 has no months and is returned alone.
+    """
+    result: Array = np.append(np.arange(0.0, horizon_weeks, WEEKS_PER_MONTH)[1:], horizon_weeks)
+    return result
+
+
+def discounted_margin(
+    cumulative: Array, spend: Array, *, horizon_weeks: float, margin: float, annual_discount_rate: float
+) -> Array:
+    """margin x spend x each month's expected transactions, discounted at the end of that month; 0 without a horizon.
+
+    `cumulative` holds E[Y(t) | x, t_x, T] at `month_ends(horizon_weeks)` down its first axis.
+    """
+    if horizon_weeks <= 0:
+        return np.zeros_like(spend)
+    per_month = np.diff(cumulative, axis=0, prepend=0.0)
+    rate = monthly_discount_rate(annual_discount_rate)
+    discount = (1.0 + rate) ** -np.arange(1, len(cumulative) + 1, dtype=np.float64)
+    by_month = discount.reshape((-1,) + (1,) * (cumulative.ndim - 1)) * per_month
+    result: Array = margin * spend * by_month.sum(axis=0)
+    return result
+
+
 def monthly_discount_rate(annual_rate: float) -> float:
     return float((1.0 + annual_rate) ** (1.0 / 12.0) - 1.0)
 
@@ -256,10 +296,8 @@ def clv(
     spends, xs, txs, ts = _arrays(spend, x, t_x, T)
     if horizon_weeks <= 0:
         return np.zeros_like(xs)
-    edges = np.append(np.arange(0.0, horizon_weeks, WEEKS_PER_MONTH), horizon_weeks)
-    cumulative = np.stack([conditional_expected_transactions(bgnbd, e, xs, txs, ts) for e in edges[1:]])
-    per_month = np.diff(np.vstack([np.zeros_like(xs)[None, :], cumulative]), axis=0)
-    rate = monthly_discount_rate(annual_discount_rate)
-    discount = (1.0 + rate) ** -np.arange(1, len(edges), dtype=np.float64)
-    result: Array = margin * spends * (discount[:, None] * per_month).sum(axis=0)
-    return result
+    # E[Y(t) | x, t_x, T] at every month end in one pass: months down the first axis, customers after it.
+    ends = month_ends(horizon_weeks).reshape((-1,) + (1,) * xs.ndim)
+    cumulative = _if_alive(bgnbd, ends, xs, ts) * _alive(bgnbd, xs, txs, ts)
+    return discounted_margin(cumulative, spends, horizon_weeks=horizon_weeks, margin=margin,
+                             annual_discount_rate=annual_discount_rate)

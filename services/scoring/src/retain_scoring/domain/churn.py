@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from retain_scoring.domain.btyd import (
     DAYS_PER_WEEK,
     BgNbdParams,
-    conditional_expected_transactions,
+    expected_transactions_if_alive,
     probability_alive,
 )
 from retain_scoring.domain.scores import FEATURE_COLUMNS, MIN_AGE_WEEKS, CustomerFeatures, feature_row
@@ -68,7 +68,10 @@ def probability_no_purchase(params: BgNbdParams, horizon_weeks: Array, x: Array,
     Dropout only happens right after a purchase, so a customer alive at T who buys nothing stays alive;
     their rate's posterior given alive is Gamma(r + x, alpha + T).
     """
-    p_alive = probability_alive(params, x, t_x, T)
+    return _no_purchase(params, probability_alive(params, x, t_x, T), horizon_weeks, x, T)
+
+
+def _no_purchase(params: BgNbdParams, p_alive: Array, horizon_weeks: Array, x: Array, T: Array) -> Array:
     silent: Array = ((params.alpha + T) / (params.alpha + T + horizon_weeks)) ** (params.r + x)
     result: Array = 1.0 - p_alive + p_alive * silent
     return result
@@ -81,8 +84,8 @@ def model_matrix(inputs: npt.ArrayLike, bgnbd: BgNbdParams) -> Array:
     age = np.maximum(age, np.maximum(t_x, MIN_AGE_WEEKS))
     raw = table[:, len(FEATURE_COLUMNS):]
     p_alive = probability_alive(bgnbd, x, t_x, age)
-    expected = conditional_expected_transactions(bgnbd, horizon, x, t_x, age)
-    silent = probability_no_purchase(bgnbd, horizon, x, t_x, age)
+    expected = expected_transactions_if_alive(bgnbd, horizon, x, t_x, age) * p_alive
+    silent = _no_purchase(bgnbd, p_alive, horizon, x, age)
     result: Array = np.column_stack([raw, x, t_x, age, horizon * DAYS_PER_WEEK, p_alive, expected, silent])
     return result
 

@@ -11,10 +11,10 @@ from retain_scoring.domain.btyd import (
     DAYS_PER_WEEK,
     BgNbdParams,
     GammaGammaParams,
-    clv,
     conditional_expected_spend,
-    conditional_expected_transactions,
+    discounted_margin,
     expected_transactions_if_alive,
+    month_ends,
     probability_alive,
 )
 
@@ -56,7 +56,12 @@ def score_matrix(
     x, t_x, age, monetary, horizon = (table[:, i] for i in range(len(FEATURE_COLUMNS)))
     age = np.maximum(age, np.maximum(t_x, MIN_AGE_WEEKS))
     p_alive = probability_alive(bgnbd, x, t_x, age)
-    purchases = conditional_expected_transactions(bgnbd, horizon, x, t_x, age)
+    # E[Y(t) | alive] for every horizon in one pass: each row's own, then each month end of the CLV horizon
+    # (the last is the CLV horizon itself). Times P(alive) it is E[Y(t) | x, t_x, T].
+    clv_ends = month_ends(policy.clv_horizon_weeks)
+    horizons = np.vstack([horizon, np.broadcast_to(clv_ends[:, None], (len(clv_ends), len(x)))])
+    if_alive = expected_transactions_if_alive(bgnbd, horizons, x, t_x, age)
+    purchases = if_alive[0] * p_alive
     known = (x > 0) & (monetary > 0)
     spend = np.where(
         known,
@@ -64,11 +69,11 @@ def score_matrix(
         gamma_gamma.population_mean_spend,
     )
     value = purchases * spend
-    lifetime = clv(bgnbd, spend, x, t_x, age, horizon_weeks=policy.clv_horizon_weeks, margin=policy.margin,
-                   annual_discount_rate=policy.annual_discount_rate)
-    if_alive = expected_transactions_if_alive(bgnbd, policy.clv_horizon_weeks, x, t_x, age) * spend
+    lifetime = discounted_margin(if_alive[1:] * p_alive, spend, horizon_weeks=policy.clv_horizon_weeks,
+                                 margin=policy.margin, annual_discount_rate=policy.annual_discount_rate)
+    alive_value = if_alive[-1] * spend
     risk = 1.0 - p_alive if churn is None else np.asarray(churn, dtype=np.float64).reshape(-1)
-    result: Array = np.column_stack([p_alive, risk, purchases, spend, value, lifetime, risk * if_alive])
+    result: Array = np.column_stack([p_alive, risk, purchases, spend, value, lifetime, risk * alive_value])
     return result
 
 
