@@ -205,6 +205,8 @@ class Policies:
         _require(workspace_id, "workspace_id")
         if version < 0:
             raise InvalidArgument("version must not be negative", field="version")
+        if not version and (cached := self._current.get(workspace_id)) is not None:
+            return cached
         async with self.sessions() as session:
             repo = PolicyRepository(session)
             if version:
@@ -212,8 +214,6 @@ class Policies:
                 if found is None:
                     raise NotFound(f"policy version {version} not found", field="version")
                 return found
-            if (cached := self._current.get(workspace_id)) is not None:
-                return cached
             current = await repo.current(workspace_id) or self.defaults
         self._current.put(workspace_id, current)
         return current
