@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ from retain.common.v1 import common_pb2
 
 from retain_kit.enums import channel_value
 from retain_kit.errors import Unavailable
-from retain_kit.protoconv import to_struct, to_timestamp
+from retain_kit.protoconv import to_timestamp
 
 if TYPE_CHECKING:
     # The async stub type exists only in the generated .pyi; at runtime the plain stub built on an aio
@@ -80,7 +81,7 @@ class AuditAppender:
             offer_id=offer_id,
             outcome=outcome,
             actor=actor,
-            payload=to_struct(dict(payload or {})),
+            payload_json=json.dumps(payload, separators=(",", ":")) if payload else "",
             occurred_at=to_timestamp(occurred_at),
             idempotency_key=idempotency_key,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -80,6 +81,20 @@ def checkpoint_to_proto(cp: Checkpoint) -> audit_pb2.Checkpoint:
     )
 
 
+def _payload(r: audit_pb2.RecordInput, field: str) -> dict[str, Any]:
+    if not r.payload_json:
+        return from_struct(r.payload) if r.HasField("payload") else {}
+    if r.HasField("payload"):
+        raise InvalidArgument("give payload or payload_json, not both", field=f"{field}.payload_json")
+    try:
+        payload = json.loads(r.payload_json)
+    except ValueError as exc:
+        raise InvalidArgument(f"payload_json is not JSON: {exc}", field=f"{field}.payload_json") from exc
+    if not isinstance(payload, dict):
+        raise InvalidArgument("payload_json must be a JSON object", field=f"{field}.payload_json")
+    return payload
+
+
 def new_record(r: audit_pb2.RecordInput, field: str) -> NewRecord:
     return NewRecord(
         kind=_kind(r.kind, f"{field}.kind"),
@@ -91,7 +106,7 @@ def new_record(r: audit_pb2.RecordInput, field: str) -> NewRecord:
         offer_id=r.offer_id,
         outcome=r.outcome,
         actor=r.actor,
-        payload=from_struct(r.payload) if r.HasField("payload") else {},
+        payload=_payload(r, field),
         occurred_at=from_timestamp(r.occurred_at) if r.HasField("occurred_at") else None,
         idempotency_key=r.idempotency_key,
     )

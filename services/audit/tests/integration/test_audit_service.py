@@ -106,3 +106,32 @@ async def test_database_down_is_unavailable_not_internal(grpc_serve) -> None:  #
             )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     await engine.dispose()
+
+
+async def test_payload_may_come_as_json_and_reads_back_the_same(stub) -> None:  # type: ignore[no-untyped-def]
+    client, _ = stub
+    as_json = audit_pb2.RecordInput(
+        kind=audit_pb2.RECORD_KIND_DECISION, customer_id="c1", payload_json='{"rank":2,"note":"ทดสอบ","ev":0.1}',
+    )
+    stored = (await client.Append(audit_pb2.AppendRequest(workspace_id="wsj", record=as_json))).record
+    assert dict(stored.payload) == {"rank": 2, "note": "ทดสอบ", "ev": 0.1}
+    listed = await client.ListRecords(audit_pb2.ListRecordsRequest(workspace_id="wsj"))
+    assert dict(listed.records[0].payload) == {"rank": 2, "note": "ทดสอบ", "ev": 0.1}
+    assert (await client.Verify(audit_pb2.VerifyRequest(workspace_id="wsj"))).ok
+
+
+@pytest.mark.parametrize(
+    ("payload_json", "struct", "message"),
+    [("{not json", None, "not JSON"), ("[1, 2]", None, "JSON object"), ('{"a": 1}', {"a": 1}, "not both")],
+)
+async def test_bad_payload_json_is_refused_naming_the_field(  # type: ignore[no-untyped-def]
+    stub, payload_json, struct, message
+) -> None:
+    client, _ = stub
+    bad = audit_pb2.RecordInput(kind=audit_pb2.RECORD_KIND_DECISION, payload_json=payload_json,
+                                payload=to_struct(struct) if struct else None)
+    good = audit_pb2.RecordInput(kind=audit_pb2.RECORD_KIND_DECISION, payload_json='{"a": 1}')
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.AppendBatch(audit_pb2.AppendBatchRequest(workspace_id="wsb", records=[good, bad]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in (err.value.details() or "")
+    assert dict(err.value.trailing_metadata() or ())["retain-field"] == "records[1].payload_json"

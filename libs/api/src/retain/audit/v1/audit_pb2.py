@@ -27,53 +27,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from retain.common.v1 import common_pb2 as retain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bretain/audit/v1/audit.proto\x12\x0fretain.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dretain/common/v1/common.proto\"\xdc\x02\n\x0bRecordInput\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.retain.audit.v1.RecordKind\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12*\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x12\n\njourney_id\x18\x06 \x01(\t\x12\x10\n\x08offer_id\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12(\n\x07payload\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0boccurred_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\"\xdb\x03\n\x0b\x41uditRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.retain.audit.v1.RecordKind\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x12\n\nmessage_id\x18\x07 \x01(\t\x12*\n\x07\x63hannel\x18\x08 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x12\n\njourney_id\x18\t \x01(\t\x12\x10\n\x08offer_id\x18\n \x01(\t\x12\x0f\n\x07outcome\x18\x0b \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0c \x01(\t\x12(\n\x07payload\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0boccurred_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprev_hash\x18\x10 \x01(\t\x12\x0c\n\x04hash\x18\x11 \x01(\t\x12\x0e\n\x06\x65rased\x18\x12 \x01(\x08\"S\n\rAppendRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12,\n\x06record\x18\x02 \x01(\x0b\x32\x1c.retain.audit.v1.RecordInput\">\n\x0e\x41ppendResponse\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.retain.audit.v1.AuditRecord\"\xdf\x02\n\x12ListRecordsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.retain.audit.v1.RecordKind\x12*\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x12\n\njourney_id\x18\x06 \x01(\t\x12\x10\n\x08offer_id\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12)\n\x05since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x0b \x01(\x05\x12\x12\n\npage_token\x18\x0c \x01(\t\"]\n\x13ListRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.retain.audit.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\rVerifyRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\"\x8f\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x03\x12\x18\n\x10\x66irst_broken_seq\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1b\n\x13\x63heckpoints_checked\x18\x06 \x01(\x03\"\x94\x01\n\nCheckpoint\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12-\n\tsigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"p\n\x12\x41ppendBatchRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12-\n\x07records\x18\x02 \x03(\x0b\x32\x1c.retain.audit.v1.RecordInput\x12\x15\n\rreceipts_only\x18\x03 \x01(\x08\"D\n\x13\x41ppendBatchResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.retain.audit.v1.AuditRecord\"/\n\x17\x43reateCheckpointRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\"K\n\x18\x43reateCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.retain.audit.v1.Checkpoint\"U\n\x16ListCheckpointsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x17ListCheckpointsResponse\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.retain.audit.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetPublicKeyRequest\"Q\n\x14GetPublicKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x03 \x01(\t\"`\n\x14\x45raseCustomerRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\\\n\x15\x45raseCustomerResponse\x12\x15\n\rkey_destroyed\x18\x01 \x01(\x08\x12,\n\x06record\x18\x02 \x01(\x0b\x32\x1c.retain.audit.v1.AuditRecord*\xa6\x01\n\nRecordKind\x12\x1b\n\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RECORD_KIND_DECISION\x10\x01\x12\x17\n\x13RECORD_KIND_MESSAGE\x10\x02\x12\x17\n\x13RECORD_KIND_CONSENT\x10\x03\x12\x16\n\x12RECORD_KIND_CONFIG\x10\x04\x12\x17\n\x13RECORD_KIND_PRIVACY\x10\x05\x32\xe4\x05\n\x0c\x41uditService\x12I\n\x06\x41ppend\x12\x1e.retain.audit.v1.AppendRequest\x1a\x1f.retain.audit.v1.AppendResponse\x12X\n\x0bListRecords\x12#.retain.audit.v1.ListRecordsRequest\x1a$.retain.audit.v1.ListRecordsResponse\x12I\n\x06Verify\x12\x1e.retain.audit.v1.VerifyRequest\x1a\x1f.retain.audit.v1.VerifyResponse\x12X\n\x0b\x41ppendBatch\x12#.retain.audit.v1.AppendBatchRequest\x1a$.retain.audit.v1.AppendBatchResponse\x12g\n\x10\x43reateCheckpoint\x12(.retain.audit.v1.CreateCheckpointRequest\x1a).retain.audit.v1.CreateCheckpointResponse\x12\x64\n\x0fListCheckpoints\x12\'.retain.audit.v1.ListCheckpointsRequest\x1a(.retain.audit.v1.ListCheckpointsResponse\x12[\n\x0cGetPublicKey\x12$.retain.audit.v1.GetPublicKeyRequest\x1a%.retain.audit.v1.GetPublicKeyResponse\x12^\n\rEraseCustomer\x12%.retain.audit.v1.EraseCustomerRequest\x1a&.retain.audit.v1.EraseCustomerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bretain/audit/v1/audit.proto\x12\x0fretain.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dretain/common/v1/common.proto\"\xf2\x02\n\x0bRecordInput\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.retain.audit.v1.RecordKind\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12*\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x12\n\njourney_id\x18\x06 \x01(\t\x12\x10\n\x08offer_id\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12(\n\x07payload\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0boccurred_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x14\n\x0cpayload_json\x18\r \x01(\t\"\xdb\x03\n\x0b\x41uditRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.retain.audit.v1.RecordKind\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x12\n\nmessage_id\x18\x07 \x01(\t\x12*\n\x07\x63hannel\x18\x08 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x12\n\njourney_id\x18\t \x01(\t\x12\x10\n\x08offer_id\x18\n \x01(\t\x12\x0f\n\x07outcome\x18\x0b \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0c \x01(\t\x12(\n\x07payload\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0boccurred_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprev_hash\x18\x10 \x01(\t\x12\x0c\n\x04hash\x18\x11 \x01(\t\x12\x0e\n\x06\x65rased\x18\x12 \x01(\x08\"S\n\rAppendRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12,\n\x06record\x18\x02 \x01(\x0b\x32\x1c.retain.audit.v1.RecordInput\">\n\x0e\x41ppendResponse\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.retain.audit.v1.AuditRecord\"\xdf\x02\n\x12ListRecordsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.retain.audit.v1.RecordKind\x12*\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x12\n\njourney_id\x18\x06 \x01(\t\x12\x10\n\x08offer_id\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12)\n\x05since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x0b \x01(\x05\x12\x12\n\npage_token\x18\x0c \x01(\t\"]\n\x13ListRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.retain.audit.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\rVerifyRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\"\x8f\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x03\x12\x18\n\x10\x66irst_broken_seq\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1b\n\x13\x63heckpoints_checked\x18\x06 \x01(\x03\"\x94\x01\n\nCheckpoint\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12-\n\tsigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"p\n\x12\x41ppendBatchRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12-\n\x07records\x18\x02 \x03(\x0b\x32\x1c.retain.audit.v1.RecordInput\x12\x15\n\rreceipts_only\x18\x03 \x01(\x08\"D\n\x13\x41ppendBatchResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.retain.audit.v1.AuditRecord\"/\n\x17\x43reateCheckpointRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\"K\n\x18\x43reateCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.retain.audit.v1.Checkpoint\"U\n\x16ListCheckpointsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x17ListCheckpointsResponse\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.retain.audit.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetPublicKeyRequest\"Q\n\x14GetPublicKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x03 \x01(\t\"`\n\x14\x45raseCustomerRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\\\n\x15\x45raseCustomerResponse\x12\x15\n\rkey_destroyed\x18\x01 \x01(\x08\x12,\n\x06record\x18\x02 \x01(\x0b\x32\x1c.retain.audit.v1.AuditRecord*\xa6\x01\n\nRecordKind\x12\x1b\n\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RECORD_KIND_DECISION\x10\x01\x12\x17\n\x13RECORD_KIND_MESSAGE\x10\x02\x12\x17\n\x13RECORD_KIND_CONSENT\x10\x03\x12\x16\n\x12RECORD_KIND_CONFIG\x10\x04\x12\x17\n\x13RECORD_KIND_PRIVACY\x10\x05\x32\xe4\x05\n\x0c\x41uditService\x12I\n\x06\x41ppend\x12\x1e.retain.audit.v1.AppendRequest\x1a\x1f.retain.audit.v1.AppendResponse\x12X\n\x0bListRecords\x12#.retain.audit.v1.ListRecordsRequest\x1a$.retain.audit.v1.ListRecordsResponse\x12I\n\x06Verify\x12\x1e.retain.audit.v1.VerifyRequest\x1a\x1f.retain.audit.v1.VerifyResponse\x12X\n\x0b\x41ppendBatch\x12#.retain.audit.v1.AppendBatchRequest\x1a$.retain.audit.v1.AppendBatchResponse\x12g\n\x10\x43reateCheckpoint\x12(.retain.audit.v1.CreateCheckpointRequest\x1a).retain.audit.v1.CreateCheckpointResponse\x12\x64\n\x0fListCheckpoints\x12\'.retain.audit.v1.ListCheckpointsRequest\x1a(.retain.audit.v1.ListCheckpointsResponse\x12[\n\x0cGetPublicKey\x12$.retain.audit.v1.GetPublicKeyRequest\x1a%.retain.audit.v1.GetPublicKeyResponse\x12^\n\rEraseCustomer\x12%.retain.audit.v1.EraseCustomerRequest\x1a&.retain.audit.v1.EraseCustomerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retain.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDKIND']._serialized_start=2703
-  _globals['_RECORDKIND']._serialized_end=2869
+  _globals['_RECORDKIND']._serialized_start=2725
+  _globals['_RECORDKIND']._serialized_end=2891
   _globals['_RECORDINPUT']._serialized_start=143
-  _globals['_RECORDINPUT']._serialized_end=491
-  _globals['_AUDITRECORD']._serialized_start=494
-  _globals['_AUDITRECORD']._serialized_end=969
-  _globals['_APPENDREQUEST']._serialized_start=971
-  _globals['_APPENDREQUEST']._serialized_end=1054
-  _globals['_APPENDRESPONSE']._serialized_start=1056
-  _globals['_APPENDRESPONSE']._serialized_end=1118
-  _globals['_LISTRECORDSREQUEST']._serialized_start=1121
-  _globals['_LISTRECORDSREQUEST']._serialized_end=1472
-  _globals['_LISTRECORDSRESPONSE']._serialized_start=1474
-  _globals['_LISTRECORDSRESPONSE']._serialized_end=1567
-  _globals['_VERIFYREQUEST']._serialized_start=1569
-  _globals['_VERIFYREQUEST']._serialized_end=1606
-  _globals['_VERIFYRESPONSE']._serialized_start=1609
-  _globals['_VERIFYRESPONSE']._serialized_end=1752
-  _globals['_CHECKPOINT']._serialized_start=1755
-  _globals['_CHECKPOINT']._serialized_end=1903
-  _globals['_APPENDBATCHREQUEST']._serialized_start=1905
-  _globals['_APPENDBATCHREQUEST']._serialized_end=2017
-  _globals['_APPENDBATCHRESPONSE']._serialized_start=2019
-  _globals['_APPENDBATCHRESPONSE']._serialized_end=2087
-  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=2089
-  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=2136
-  _globals['_CREATECHECKPOINTRESPONSE']._serialized_start=2138
-  _globals['_CREATECHECKPOINTRESPONSE']._serialized_end=2213
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=2215
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=2300
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=2302
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=2402
-  _globals['_GETPUBLICKEYREQUEST']._serialized_start=2404
-  _globals['_GETPUBLICKEYREQUEST']._serialized_end=2425
-  _globals['_GETPUBLICKEYRESPONSE']._serialized_start=2427
-  _globals['_GETPUBLICKEYRESPONSE']._serialized_end=2508
-  _globals['_ERASECUSTOMERREQUEST']._serialized_start=2510
-  _globals['_ERASECUSTOMERREQUEST']._serialized_end=2606
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=2608
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=2700
-  _globals['_AUDITSERVICE']._serialized_start=2872
-  _globals['_AUDITSERVICE']._serialized_end=3612
+  _globals['_RECORDINPUT']._serialized_end=513
+  _globals['_AUDITRECORD']._serialized_start=516
+  _globals['_AUDITRECORD']._serialized_end=991
+  _globals['_APPENDREQUEST']._serialized_start=993
+  _globals['_APPENDREQUEST']._serialized_end=1076
+  _globals['_APPENDRESPONSE']._serialized_start=1078
+  _globals['_APPENDRESPONSE']._serialized_end=1140
+  _globals['_LISTRECORDSREQUEST']._serialized_start=1143
+  _globals['_LISTRECORDSREQUEST']._serialized_end=1494
+  _globals['_LISTRECORDSRESPONSE']._serialized_start=1496
+  _globals['_LISTRECORDSRESPONSE']._serialized_end=1589
+  _globals['_VERIFYREQUEST']._serialized_start=1591
+  _globals['_VERIFYREQUEST']._serialized_end=1628
+  _globals['_VERIFYRESPONSE']._serialized_start=1631
+  _globals['_VERIFYRESPONSE']._serialized_end=1774
+  _globals['_CHECKPOINT']._serialized_start=1777
+  _globals['_CHECKPOINT']._serialized_end=1925
+  _globals['_APPENDBATCHREQUEST']._serialized_start=1927
+  _globals['_APPENDBATCHREQUEST']._serialized_end=2039
+  _globals['_APPENDBATCHRESPONSE']._serialized_start=2041
+  _globals['_APPENDBATCHRESPONSE']._serialized_end=2109
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=2111
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=2158
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_start=2160
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_end=2235
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=2237
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=2322
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=2324
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=2424
+  _globals['_GETPUBLICKEYREQUEST']._serialized_start=2426
+  _globals['_GETPUBLICKEYREQUEST']._serialized_end=2447
+  _globals['_GETPUBLICKEYRESPONSE']._serialized_start=2449
+  _globals['_GETPUBLICKEYRESPONSE']._serialized_end=2530
+  _globals['_ERASECUSTOMERREQUEST']._serialized_start=2532
+  _globals['_ERASECUSTOMERREQUEST']._serialized_end=2628
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=2630
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=2722
+  _globals['_AUDITSERVICE']._serialized_start=2894
+  _globals['_AUDITSERVICE']._serialized_end=3634
 # @@protoc_insertion_point(module_scope)

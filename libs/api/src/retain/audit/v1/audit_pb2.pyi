@@ -61,6 +61,7 @@ class RecordInput(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
     kind: Global___RecordKind.ValueType
     customer_id: _builtins.str
     decision_id: _builtins.str
@@ -73,6 +74,10 @@ class RecordInput(_message.Message):
     actor: _builtins.str
     idempotency_key: _builtins.str
     """Writers may pass one so a retried append is stored once."""
+    payload_json: _builtins.str
+    """The payload as a JSON object, in place of `payload`: cheaper to build and to read, and integers stay
+    integers. Setting both is an error.
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -92,10 +97,11 @@ class RecordInput(_message.Message):
         payload: _struct_pb2.Struct | None = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
+        payload_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "channel", b"channel", "customer_id", b"customer_id", "decision_id", b"decision_id", "idempotency_key", b"idempotency_key", "journey_id", b"journey_id", "kind", b"kind", "message_id", b"message_id", "occurred_at", b"occurred_at", "offer_id", b"offer_id", "outcome", b"outcome", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "channel", b"channel", "customer_id", b"customer_id", "decision_id", b"decision_id", "idempotency_key", b"idempotency_key", "journey_id", b"journey_id", "kind", b"kind", "message_id", b"message_id", "occurred_at", b"occurred_at", "offer_id", b"offer_id", "outcome", b"outcome", "payload", b"payload", "payload_json", b"payload_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
