@@ -542,7 +542,8 @@ class Decisions:
                 offer_id=str(extra.get("offer_id", "")),
                 actor=trigger.actor,
                 occurred_at=d.now,
-                idempotency_key=d.decision_id,
+                # No idempotency key: a decision id is new for every decision, so no append can repeat it,
+                # and a key would cost audit a lookup per group.
                 payload={
                     "trigger": trigger.kind,
                     "journey_id": trigger.journey_id,
