@@ -11,7 +11,7 @@ from typing import Any, cast
 from retain_kit.db import upsert
 from retain_kit.protoconv import aware
 from sqlalchemy import Table, TextClause, and_, bindparam, delete, insert, or_, select, text, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from retain_profile.domain.consent import ConsentRecord
 from retain_profile.domain.features import EventFact
@@ -172,22 +172,6 @@ class ProfileRepository:
                 return row
             row = await self.customer(workspace_id, row.merged_into)
         return None
-
-    async def profile_rows(
-        self, workspace_id: str, *, customer_id: str | None, candidates: Sequence[Identifier], scores: bool = False
-    ) -> list[Any]:
-        """Everything a profile read needs in one round trip: the live customer behind `customer_id` or the
-        first of `candidates` (in lookup order), merges followed, with its summary, identifiers and consents,
-        and with `scores` the model scores stored for it.
-
-        Rows are (part, a, b, c, d, e, f, at): part 0 customer (id, traits json, erased_at), 1 summary json,
-        2 identifier (kind, value), 3 consent (channel, purpose, status, source, basis, version, updated_at),
-        4 score (name, model name, model version, value as text, horizon days as text, -, scored_at)."""
-        params: dict[str, Any] = {"ws": workspace_id, "ref": customer_id}
-        for n, ident in enumerate(candidates):
-            params[f"k{n}"], params[f"v{n}"] = ident.kind, ident.value
-        statement = _profile_statement(len(candidates), scores=scores, dialect=self.dialect)
-        return list((await self.session.execute(statement, params)).all())
 
     async def move_customer(self, workspace_id: str, *, loser: str, survivor: str, reason: str, now: datetime) -> None:
         """Re-home everything the loser owned except consent state (the caller merges that)."""
@@ -550,6 +534,28 @@ class ProfileRepository:
             .order_by(ErasureRow.id)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+
+async def profile_rows(
+    connection: AsyncConnection,
+    workspace_id: str,
+    *,
+    customer_id: str | None,
+    candidates: Sequence[Identifier],
+    scores: bool = False,
+) -> list[Any]:
+    """Everything a profile read needs in one round trip: the live customer behind `customer_id` or the first
+    of `candidates` (in lookup order), merges followed, with its summary, identifiers and consents, and with
+    `scores` the model scores stored for it. On a plain connection, without an ORM session: the hot read path.
+
+    Rows are (part, a, b, c, d, e, f, at): part 0 customer (id, traits json, erased_at), 1 summary json,
+    2 identifier (kind, value), 3 consent (channel, purpose, status, source, basis, version, updated_at),
+    4 score (name, model name, model version, value as text, horizon days as text, -, scored_at)."""
+    params: dict[str, Any] = {"ws": workspace_id, "ref": customer_id}
+    for n, ident in enumerate(candidates):
+        params[f"k{n}"], params[f"v{n}"] = ident.kind, ident.value
+    statement = _profile_statement(len(candidates), scores=scores, dialect=connection.dialect.name)
+    return list((await connection.execute(statement, params)).all())
 
 
 @functools.lru_cache(maxsize=64)

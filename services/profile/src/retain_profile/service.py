@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from retain_kit.db import statement_engine
 from retain_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from retain_kit.expressions import ExpressionError
 from retain_kit.protoconv import aware, utcnow
@@ -58,7 +59,7 @@ from retain_profile.models import (
     WorkspaceSettingsRow,
 )
 from retain_profile.ports import AuditSink, ConsentAuditEntry, EventPublisher, StreamEvent, properties_json
-from retain_profile.repository import ProfileRepository, consent_record
+from retain_profile.repository import ProfileRepository, consent_record, profile_rows
 from retain_profile.scores_repository import StoredScore
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,9 @@ class Profiles:
             async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
             if engine is not None else sessions
         )
+        # The profile read (the hot path) goes through a plain connection of an engine configured for single
+        # statements once, rather than a session switching its connection's isolation level on every read.
+        self._statements = statement_engine(engine) if engine is not None else None
         self._serialise_ingest = engine is None or engine.dialect.name != "postgresql"
         # Statistics are refreshed as this process's ingest volume passes each power of ten (autovacuum may
         # be off or slow to notice a young table; stale statistics make every ingest probe a scan).
@@ -544,9 +548,23 @@ class Profiles:
         tenure = (as_of - summary.first_seen) / timedelta(days=1) if summary.first_seen else 0.0
         return lifecycle_stage(summary, as_of=as_of, tenure_days=tenure, thresholds=config.thresholds)
 
-    async def _workspace_config(self, repo: ProfileRepository, workspace_id: str) -> WorkspaceConfig:
+    def _fresh_config(self, workspace_id: str) -> WorkspaceConfig | None:
         cached = self._config.get(workspace_id)
         if cached is not None and time.monotonic() - cached.loaded_at < CONFIG_TTL_SECONDS:
+            return cached
+        return None
+
+    async def _cached_config(self, workspace_id: str) -> WorkspaceConfig:
+        """The workspace's configuration, from the cache while it is fresh (no connection needed)."""
+        cached = self._fresh_config(workspace_id)
+        if cached is not None:
+            return cached
+        async with self._reads() as session:
+            return await self._workspace_config(ProfileRepository(session), workspace_id)
+
+    async def _workspace_config(self, repo: ProfileRepository, workspace_id: str) -> WorkspaceConfig:
+        cached = self._fresh_config(workspace_id)
+        if cached is not None:
             return cached
         row = await repo.settings(workspace_id)
         thresholds = LifecycleThresholds.from_json(row.lifecycle) if row else DEFAULT_THRESHOLDS
@@ -724,14 +742,15 @@ class Profiles:
             customer_id = reference if reference.startswith(CUSTOMER_PREFIX) else None
             candidates = lookup_candidates(reference, country_code=self.country_code)
             field_name = "customer_id"
-        async with self._reads() as session:
-            repo = ProfileRepository(session)
-            rows = await repo.profile_rows(
-                workspace_id, customer_id=customer_id, candidates=candidates, scores=scores_into is not None
+        assert self._statements is not None, "the session factory is bound to no engine"
+        async with self._statements.connect() as connection:
+            rows = await profile_rows(
+                connection, workspace_id, customer_id=customer_id, candidates=candidates,
+                scores=scores_into is not None,
             )
-            if not rows or rows[0][0] != 0:
-                raise NotFound("no customer with that id or identifier", field=field_name)
-            config = await self._workspace_config(repo, workspace_id)
+        if not rows or rows[0][0] != 0:
+            raise NotFound("no customer with that id or identifier", field=field_name)
+        config = await self._cached_config(workspace_id)
         _, cid, traits_json, _, _, _, _, erased_at = rows[0]
         summary = Summary()
         identifiers: list[Identifier] = []
