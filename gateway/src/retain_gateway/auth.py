@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Request, Security
 from fastapi.security import (
     APIKeyHeader,
     HTTPAuthorizationCredentials,
@@ -21,7 +21,7 @@ from retain_gateway import keys
 from retain_gateway.domain.apikey import Principal, extract_key
 from retain_gateway.errors import ApiError, unauthorized
 from retain_gateway.roles import Action, is_allowed
-from retain_gateway.state import GatewayState, get_state
+from retain_gateway.state import GatewayState, state_of
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,15 @@ async def authenticate(request: Request, state: GatewayState) -> Principal:
 
 
 def require(action: Action) -> Callable[..., Awaitable[Principal]]:
+    # The state is read from the request rather than declared as a dependency: every sub-dependency costs
+    # FastAPI a resolution pass per request, even when its value is cached.
     async def dependency(
         request: Request,
-        state: Annotated[GatewayState, Depends(get_state)],
         _b: Annotated[object, Security(_bearer)] = None,
         _s: Annotated[object, Security(_basic)] = None,
         _h: Annotated[object, Security(_header)] = None,
     ) -> Principal:
+        state = state_of(request)
         principal = await authenticate(request, state)
         if not is_allowed(principal.roles, action):
             raise ApiError(403, f"this key's roles do not allow {action.value}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from datetime import UTC
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -44,39 +46,64 @@ def enum_value(enum: EnumDescriptor, name: str) -> int:
     return int(value.number)
 
 
-def _value(fd: Any, value: Any) -> Any:
-    # `fd` is a FieldDescriptor (pure-Python or upb; their stubs differ).
+def _timestamp_value(msg: Timestamp) -> datetime | None:
+    return msg.ToDatetime(tzinfo=UTC) if (msg.seconds or msg.nanos) else None
+
+
+# How a field is read: a plain value, a repeated field, a map, a singular message (None when unset) or a
+# singular Struct ({} when unset).
+_PLAIN, _REPEATED, _MAP, _MESSAGE, _STRUCT_MESSAGE = range(5)
+Converter = Callable[[Any], Any] | None
+
+
+class _Field(NamedTuple):
+    name: str
+    shape: int
+    convert: Converter  # None: the value as it is
+
+
+def _converter(fd: Any) -> Converter:
+    """How a value of field `fd` (a pure-Python or upb FieldDescriptor; their stubs differ) becomes JSON:
+    enums by name (their names worked out once), timestamps as datetimes, structs as dicts, messages nested."""
     if fd.type == FieldDescriptor.TYPE_ENUM:
         assert fd.enum_type is not None
-        return enum_name(fd.enum_type, value)
+        names = {v.number: enum_name(fd.enum_type, v.number) for v in fd.enum_type.values}
+        return lambda number: names[number] if number in names else str(number)
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_value(value)
-    return value
+        name = fd.message_type.full_name
+        return _timestamp_value if name == _TIMESTAMP else from_struct if name == _STRUCT else to_json
+    return None
 
 
-def message_value(msg: Message) -> Any:
-    name = msg.DESCRIPTOR.full_name
-    if name == _TIMESTAMP:
-        assert isinstance(msg, Timestamp)
-        return msg.ToDatetime(tzinfo=UTC) if (msg.seconds or msg.nanos) else None
-    if name == _STRUCT:
-        assert isinstance(msg, Struct)
-        return from_struct(msg)
-    return to_json(msg)
+@functools.cache
+def _fields(descriptor: Any) -> tuple[_Field, ...]:
+    """The reading plan of a message type, worked out from its descriptor on first use."""
+    plan = []
+    for fd in descriptor.fields:
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            plan.append(_Field(fd.name, _MAP, _converter(fd.message_type.fields_by_name["value"])))
+        elif fd.is_repeated:
+            plan.append(_Field(fd.name, _REPEATED, _converter(fd)))
+        elif fd.message_type is not None:
+            struct = fd.message_type.full_name == _STRUCT
+            plan.append(_Field(fd.name, _STRUCT_MESSAGE if struct else _MESSAGE, _converter(fd)))
+        else:
+            plan.append(_Field(fd.name, _PLAIN, _converter(fd)))
+    return tuple(plan)
 
 
 def to_json(msg: Message) -> dict[str, Any]:
     """Every field of `msg` (defaults included), keyed by its proto name; unset messages are None."""
     out: dict[str, Any] = {}
-    for fd in msg.DESCRIPTOR.fields:
-        value = getattr(msg, fd.name)
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            value_fd = fd.message_type.fields_by_name["value"]
-            out[fd.name] = {k: _value(value_fd, v) for k, v in value.items()}
-        elif fd.is_repeated:
-            out[fd.name] = [_value(fd, v) for v in value]
-        elif fd.message_type is not None and not msg.HasField(fd.name):
-            out[fd.name] = {} if fd.message_type.full_name == _STRUCT else None
+    for name, shape, convert in _fields(msg.DESCRIPTOR):
+        value = getattr(msg, name)
+        if shape == _PLAIN:
+            out[name] = value if convert is None else convert(value)
+        elif shape == _REPEATED:
+            out[name] = list(value) if convert is None else [convert(v) for v in value]
+        elif shape == _MAP:
+            out[name] = dict(value.items()) if convert is None else {k: convert(v) for k, v in value.items()}
         else:
-            out[fd.name] = _value(fd, value)
+            assert convert is not None
+            out[name] = convert(value) if msg.HasField(name) else {} if shape == _STRUCT_MESSAGE else None
     return out

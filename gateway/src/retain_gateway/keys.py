@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -139,8 +141,29 @@ async def authenticate(sessions: Sessions, key: str, *, cache: AuthCache | None 
     if apikey.parse(key) is None:
         return None
     key_hash = apikey.hash_key(key.strip())
-    if cache is not None and (hit := cache.get(key_hash)) is not None:
+    if cache is None or not cache.enabled:
+        return await _look_up(sessions, key_hash, cache=None)
+    if (hit := cache.get(key_hash)) is not None:
         return hit
+    # Requests in flight with the same uncached key share one lookup. It runs as a task of its own, so a
+    # request that goes away (client disconnect) does not cancel it for the others.
+    lookup = cache.pending.get(key_hash)
+    if lookup is None:
+        lookup = asyncio.ensure_future(_look_up(sessions, key_hash, cache=cache))
+        cache.pending[key_hash] = lookup
+        lookup.add_done_callback(functools.partial(_lookup_done, cache, key_hash))
+    return await asyncio.shield(lookup)
+
+
+def _lookup_done(cache: AuthCache, key_hash: str, lookup: asyncio.Future[Principal | None]) -> None:
+    if cache.pending.get(key_hash) is lookup:
+        del cache.pending[key_hash]
+    if not lookup.cancelled():
+        lookup.exception()  # retrieved here too: every request waiting for it may have gone
+
+
+async def _look_up(sessions: Sessions, key_hash: str, *, cache: AuthCache | None) -> Principal | None:
+    generation = cache.generation if cache is not None else None
     now = utcnow()
     async with sessions() as session:
         repo = AuthRepository(session)
@@ -157,5 +180,5 @@ async def authenticate(sessions: Sessions, key: str, *, cache: AuthCache | None 
         await repo.touch_key(row.id, now=now)
         await session.commit()
     if cache is not None:
-        cache.put(key_hash, principal, expires_at=expires_at)
+        cache.put(key_hash, principal, expires_at=expires_at, generation=generation)
     return principal

@@ -1,3 +1,4 @@
+import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
 
@@ -124,3 +125,20 @@ def test_zero_ttl_disables_the_cache() -> None:
     cache = AuthCache(ttl=0, maxsize=10, clock=Clock())
     cache.put("h1", principal("k1"))
     assert cache.get("h1") is None
+
+
+def test_a_lookup_that_began_before_an_invalidation_is_not_cached() -> None:
+    cache = AuthCache(ttl=60, maxsize=10, clock=Clock())
+    began = cache.generation
+    cache.invalidate_key("k1")
+    cache.put("h1", principal("k1"), generation=began)
+    assert cache.get("h1") is None
+    cache.put("h1", principal("k1"), generation=cache.generation)
+    assert cache.get("h1") == principal("k1")
+
+
+async def test_invalidation_stops_requests_joining_a_lookup_under_way() -> None:
+    cache = AuthCache(ttl=60, maxsize=10, clock=Clock())
+    cache.pending["h1"] = asyncio.get_running_loop().create_future()
+    cache.invalidate_key("k1")
+    assert not cache.pending

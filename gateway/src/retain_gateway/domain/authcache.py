@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +21,15 @@ class AuthCache:
         self.maxsize = maxsize
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        # Lookups of uncached keys under way, by key hash: concurrent requests with the same key share one
+        # (keys.authenticate), so an expired entry costs one database read, not one per request in flight.
+        self.pending: dict[str, asyncio.Future[Principal | None]] = {}
+        # Bumped by every invalidation: a lookup that started before one must not cache what it read.
+        self.generation = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0 and self.maxsize > 0
 
     def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)
@@ -32,8 +42,11 @@ class AuthCache:
         self._entries.move_to_end(key_hash)
         return principal
 
-    def put(self, key_hash: str, principal: Principal, *, expires_at: datetime | None = None) -> None:
-        if self.ttl <= 0 or self.maxsize <= 0:
+    def put(
+        self, key_hash: str, principal: Principal, *, expires_at: datetime | None = None, generation: int | None = None
+    ) -> None:
+        """`generation`: the cache's generation when the lookup began; stale (an invalidation since) is dropped."""
+        if not self.enabled or (generation is not None and generation != self.generation):
             return
         deadline = self._clock() + self.ttl
         if expires_at is not None:
@@ -47,6 +60,9 @@ class AuthCache:
     def invalidate_key(self, key_id: str) -> None:
         for key_hash in [h for h, (_, p) in self._entries.items() if p.key_id == key_id]:
             del self._entries[key_hash]
+        # Requests from now on look the key up afresh rather than join a lookup that may predate the change.
+        self.generation += 1
+        self.pending.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
