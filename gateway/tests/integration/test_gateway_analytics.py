@@ -222,7 +222,7 @@ async def test_plays_measure_conversion_and_lift_over_holdout(gw: Harness) -> No
         records.append(audit_pb2.RecordInput(
             kind=audit_pb2.RECORD_KIND_DECISION, customer_id=cid, decision_id=f"dec_{n:04x}", outcome="decided",
             offer_id="save10", occurred_at=to_timestamp(sent_at),
-            payload=to_struct({"models": [{"name": "churn", "version": "v7"}],
+            payload=to_struct({"models": [{"model": "churn", "version": "v7"}],
                                "actions": [{"offer_id": "save10", "channel": "email"}]}),
         ))
         records.append(audit_pb2.RecordInput(

@@ -552,7 +552,9 @@ class Decisions:
                     "policy_version": d.policy.version,
                     "candidates": [{"offer_id": o.offer_id, "version": o.version} for o in d.offers],
                     "scores": dict(d.scores.values),
-                    "models": [{"name": m.name, "version": m.version} for m in models],
+                    # "model", not "name": "name" is a personal-data key to audit, which would seal these
+                    # (and erase them with the customer) and look up a data key for every decision.
+                    "models": [{"model": m.name, "version": m.version} for m in models],
                     "actions": [
                         {
                             "rank": a.rank,

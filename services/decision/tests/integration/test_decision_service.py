@@ -22,6 +22,7 @@ from retain.profile.v1 import profile_pb2, profile_pb2_grpc
 from retain.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from retain_audit import app as audit_app
 from retain_audit.config import Settings as AuditSettings
+from retain_audit.domain.privacy import has_personal_data
 from retain_decision import app as decision_app
 from retain_decision.config import Settings as DecisionSettings
 from retain_kit import migrations
@@ -311,7 +312,9 @@ async def test_next_best_actions_ranks_explains_and_audits_before_answering(suit
     assert [a["offer_id"] for a in payload["actions"]] == [a.offer_id for a in resp.actions]
     assert {s["rule"] for s in payload["suppressed"]} == rules
     assert len(payload["candidates"]) == len(resp.actions) + len(resp.suppressed)
-    assert payload["models"]
+    assert payload["models"] and all(set(m) == {"model", "version"} for m in payload["models"])
+    # A decision carries no personal data: audit neither seals it nor erases it with the customer.
+    assert not has_personal_data(payload)
 
 
 async def test_outbound_request_without_consent_returns_nothing_and_says_why(suite: Suite) -> None:

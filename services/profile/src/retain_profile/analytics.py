@@ -506,7 +506,8 @@ def plays(
             for action in _dicts(r.payload.get("actions")):
                 decisions[str(action.get("offer_id", ""))].add(r.decision_id)
             for model in _dicts(r.payload.get("models")):
-                models.add((str(model.get("name", "")), str(model.get("version", ""))))
+                # Records written before 2026-11-23 say "name" (which audit sealed as personal data).
+                models.add((str(model.get("model") or model.get("name", "")), str(model.get("version", ""))))
             for s in _dicts(r.payload.get("suppressed")):
                 if s.get("rule") == "holdout" and s.get("offer_id"):
                     expose(held, str(s["offer_id"]), r.customer_id, r.at)
