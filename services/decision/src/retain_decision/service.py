@@ -450,25 +450,6 @@ class Decisions:
                 raise hard
         assert isinstance(profile_r, CustomerProfile) and isinstance(policy_r, GovernancePolicy)
         profile, policy = profile_r, policy_r
-        features = profile.features_message
-        degraded: list[str] = []
-        scores = CustomerScores({}, {})
-        propensities: Mapping[str, Propensity] = {}
-        try:
-            scored = await self._within(
-                self.scorer.score_for_decision(
-                    workspace_id, profile.customer_id, [o.offer_id for o in offers], features=features
-                ),
-                service="scoring",
-            )
-        except RetainError as exc:
-            # Without scoring the answer is still governed, only ranked on priors: say so, do not fail.
-            degraded.append(f"scoring: {exc.message}")
-        else:
-            scores, propensities = scored.scores, scored.propensities
-            if scored.scores_unavailable:
-                degraded.append(f"customer scores: {scored.scores_unavailable}")
-
         consents: dict[tuple[str, str], str] = dict(profile.consents)
         if consent_check:
             answer = answers[2]
@@ -480,23 +461,54 @@ class Decisions:
         ctx = CustomerContext(
             customer_id=profile.customer_id,
             features=profile.features,
-            scores=scores.values,
             consents=consents,
-            propensities=propensities,
             workspace_id=workspace_id,
             time_zone=profile.time_zone,
         )
+        degraded: list[str] = []
+        # Scores, cap counters and declines depend only on the profile: fetch them side by side.
+        parts: dict[str, Awaitable[Any]] = {"scores": self._scores(workspace_id, profile, offers, degraded)}
         if not request.placement:
-            ctx = replace(ctx, counts=await self._counts(ctx, offers, request, policy, now, fail_closed, degraded))
+            parts["counts"] = self._counts(ctx, offers, request, policy, now, fail_closed, degraded)
         if any(r.decline_limit > 0 for r in policy.offer_rules.values()):
-            window = max(r.decline_window_days for r in policy.offer_rules.values())
-            async with self.sessions() as session:
-                declines = await DeclineRepository(session).since(
-                    workspace_id, profile.customer_id, since=now - timedelta(days=window)
-                )
-            ctx = replace(ctx, declines=declines)
+            parts["declines"] = self._declines(workspace_id, profile.customer_id, policy, now)
+        answered = await asyncio.gather(*parts.values(), return_exceptions=True)
+        found: dict[str, Any] = dict(zip(parts, answered, strict=True))
+        for failed in found.values():
+            if isinstance(failed, BaseException):
+                raise failed
+        scores, propensities = found["scores"]
+        ctx = replace(
+            ctx, scores=scores.values, propensities=propensities,
+            counts=found.get("counts", ctx.counts), declines=found.get("declines", ctx.declines),
+        )
         result = decide(ctx, offers, request, now=now, policy=policy)
         return _Decided(new_id("dec"), profile, scores, policy, ctx, offers, result, now, degraded)
+
+    async def _scores(
+        self, workspace_id: str, profile: CustomerProfile, offers: Sequence[Offer], degraded: list[str]
+    ) -> tuple[CustomerScores, Mapping[str, Propensity]]:
+        try:
+            scored = await self._within(
+                self.scorer.score_for_decision(
+                    workspace_id, profile.customer_id, [o.offer_id for o in offers], features=profile.features_message
+                ),
+                service="scoring",
+            )
+        except RetainError as exc:
+            # Without scoring the answer is still governed, only ranked on priors: say so, do not fail.
+            degraded.append(f"scoring: {exc.message}")
+            return CustomerScores({}, {}), {}
+        if scored.scores_unavailable:
+            degraded.append(f"customer scores: {scored.scores_unavailable}")
+        return scored.scores, scored.propensities
+
+    async def _declines(
+        self, workspace_id: str, customer_id: str, policy: GovernancePolicy, now: datetime
+    ) -> dict[str, list[datetime]]:
+        window = max(r.decline_window_days for r in policy.offer_rules.values())
+        async with self.sessions() as session:
+            return await DeclineRepository(session).since(workspace_id, customer_id, since=now - timedelta(days=window))
 
     async def _counts(
         self,
