@@ -693,10 +693,15 @@ class Decisions:
             # Consent is per purpose: sending a marketing offer "as service" would dodge the opt-in.
             raise InvalidArgument(f"offer {offer.offer_id!r} has purpose {offer.purpose!r}", field="purpose")
 
-        if releasing:  # a held message coming due: its own first request holds the key
-            return await self._send(workspace_id, offer, req, releasing=True)
         # Per customer as well: a key reused for another customer is a client's mistake that channels refuse.
         claim = f"idem:{workspace_id}:{req.customer_id}:{req.idempotency_key}"
+        if releasing:
+            # A held message coming due: its first request holds the key and stored "held". From now on a
+            # repeat is answered with what the release did (the message, or why it was suppressed).
+            released = await self._send(workspace_id, offer, req, releasing=True)
+            if released.status != "queued":
+                await self.counters.settle(claim, _outcome_json(released), ttl_seconds=IDEMPOTENCY_SECONDS)
+            return released
         earlier = await self._claim(claim)
         if earlier is not None:
             return earlier

@@ -209,6 +209,14 @@ async def test_quiet_hours_hold_queues_then_releases_through_the_pipeline(suite:
     assert [p["action"] for p in payloads] == ["hold", "send"]
     assert payloads[1]["released_from_hold"] is True
     assert message.decision_id == decided[1].decision_id
+    # Once the release has settled, a repeat of the request gets the message it sent, not "held" (a repeat
+    # while the release is under way may still read "held").
+    again = await replica.SendMessage(send(customer_id, "held-1"))
+    while again.status == decision_pb2.SEND_STATUS_QUEUED and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        again = await replica.SendMessage(send(customer_id, "held-1"))
+    assert again.status == decision_pb2.SEND_STATUS_DUPLICATE and again.message_id == message.message_id
+    assert len(await suite.messages(customer_id)) == 1
 
 
 async def _customer_in_holdout(suite: Suite, *, inside: bool, salt: str, share: float, journey: str = "") -> str:
