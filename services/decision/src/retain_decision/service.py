@@ -554,8 +554,9 @@ class Decisions:
                 offer_id=str(extra.get("offer_id", "")),
                 actor=trigger.actor,
                 occurred_at=d.now,
-                # No idempotency key: a decision id is new for every decision, so no append can repeat it,
-                # and a key would cost audit a lookup per group.
+                # Keyed although a decision id is never reused: the channel's retry policy repeats an append
+                # that met UNAVAILABLE, which may have been committed (audit killed before it answered).
+                idempotency_key=d.decision_id,
                 payload={
                     "trigger": trigger.kind,
                     "journey_id": trigger.journey_id,
