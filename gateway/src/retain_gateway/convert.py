@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
-from retain_kit.protoconv import from_struct
+from retain_kit.protoconv import from_struct, from_timestamp
 
 _TIMESTAMP = Timestamp.DESCRIPTOR.full_name
 _STRUCT = Struct.DESCRIPTOR.full_name
@@ -46,10 +45,6 @@ def enum_value(enum: EnumDescriptor, name: str) -> int:
     return int(value.number)
 
 
-def _timestamp_value(msg: Timestamp) -> datetime | None:
-    return msg.ToDatetime(tzinfo=UTC) if (msg.seconds or msg.nanos) else None
-
-
 # How a field is read: a plain value, a repeated field, a map, a singular message (None when unset) or a
 # singular Struct ({} when unset).
 _PLAIN, _REPEATED, _MAP, _MESSAGE, _STRUCT_MESSAGE = range(5)
@@ -71,7 +66,7 @@ def _converter(fd: Any) -> Converter:
         return lambda number: names[number] if number in names else str(number)
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         name = fd.message_type.full_name
-        return _timestamp_value if name == _TIMESTAMP else from_struct if name == _STRUCT else to_json
+        return from_timestamp if name == _TIMESTAMP else from_struct if name == _STRUCT else to_json
     return None
 
 
