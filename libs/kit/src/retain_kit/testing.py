@@ -16,9 +16,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -76,6 +77,21 @@ async def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         target = DbTarget("sqlite", "", tmp_path)
     yield target
     await target.close()
+
+
+async def run_paced(one: Callable[[int], Coroutine[Any, Any, None]], *, rate: float, seconds: float) -> float:
+    """Open-loop load: call i starts at i/rate seconds whatever earlier calls are doing (a closed loop would
+    slow down with the system and hide its queueing). Returns the wall time until the last call finished."""
+    total = int(rate * seconds)
+    began = time.perf_counter()
+    tasks: list[asyncio.Task[None]] = []
+    for i in range(total):
+        delay = began + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - began
 
 
 def free_port() -> int:

@@ -24,6 +24,7 @@ from retain.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from retain_kit import migrations
 from retain_kit.db import create_engine, session_factory
 from retain_kit.grpcserver import Registration, start
+from retain_kit.testing import run_paced
 
 from retain_scoring.bento_service import ScoringModels, in_process
 from retain_scoring.domain.btyd import DAYS_PER_WEEK
@@ -138,16 +139,7 @@ async def paced_latency(target: str, *, rate: float, seconds: float, offers: int
         for i in range(20):
             await one(i)
         latencies.clear()
-        total = int(rate * seconds)
-        began = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            delay = began + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - began
+        wall = await run_paced(one, rate=rate, seconds=seconds)
     ordered = sorted(latencies)
     return {
         "p50_ms": statistics.median(ordered) * 1000,
