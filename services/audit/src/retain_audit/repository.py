@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from retain_kit.protoconv import aware
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from retain_audit.domain.chain import GENESIS, Entry, link_hash
@@ -152,6 +152,18 @@ class AuditRepository:
             self.session.add(head)
             await self.session.flush()
         return head
+
+    async def advance_head(self, workspace_id: str, *, old: tuple[int, str], new: tuple[int, str]) -> bool:
+        """Move the head from `old` to `new` (seq, hash) if it is still at `old`; the row stays locked until the
+        transaction ends. False when another writer moved it first."""
+        stmt = (
+            update(ChainHeadRow)
+            .where(ChainHeadRow.workspace_id == workspace_id, ChainHeadRow.seq == old[0], ChainHeadRow.hash == old[1])
+            .values(seq=new[0], hash=new[1])
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def insert_records(self, rows: Sequence[AuditRecordRow]) -> None:
         """One multi-row INSERT; the rows stay detached (they are returned to callers as built)."""
