@@ -23,6 +23,7 @@ class GrpcAuditSink:
             kind="message",
             customer_id=entry.customer_id,
             decision_id=entry.decision_id,
+            journey_id=entry.journey_id,
             message_id=entry.message_id,
             channel=entry.channel,
             offer_id=entry.offer_id,

@@ -33,6 +33,7 @@ class MessageRow(Base):
     offer_id: Mapped[str] = mapped_column(String(64), default="")
     purpose: Mapped[str] = mapped_column(String(64), default="")
     decision_id: Mapped[str] = mapped_column(String(64), default="")
+    journey_id: Mapped[str] = mapped_column(String(64), default="")
     recipient: Mapped[str] = mapped_column(String(320), default="")
     locale: Mapped[str] = mapped_column(String(16), default="")
     subject: Mapped[str] = mapped_column(Text, default="")

@@ -17,6 +17,7 @@ class AuditEntry:
     channel: str
     offer_id: str = ""
     decision_id: str = ""
+    journey_id: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
     occurred_at: datetime | None = None
     # Makes a retried append store once (the outbox worker re-appends after crashes).

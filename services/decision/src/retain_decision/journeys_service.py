@@ -163,6 +163,7 @@ class Journeys:
                             workspace_id,
                             AuditEntry(
                                 kind="config", outcome="journey_upserted", actor=actor,
+                                journey_id=stored.journey_id,
                                 payload={"journey": jd.to_dict(stored), "previous_version": previous,
                                          "template": template},
                                 idempotency_key=f"journey:{stored.journey_id}:v{stored.version}",

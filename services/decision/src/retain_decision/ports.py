@@ -67,6 +67,7 @@ class OutboundMessage:
     subject: str
     body: str
     variables: Mapping[str, Any]
+    journey_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class AuditEntry:
     message_id: str = ""
     channel: str = ""
     offer_id: str = ""
+    journey_id: str = ""  # the journey whose step asked, so auditors can query a journey's whole trail
     actor: str = ""
     payload: Mapping[str, Any] = field(default_factory=dict)
     occurred_at: datetime | None = None

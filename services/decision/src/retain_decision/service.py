@@ -552,6 +552,7 @@ class Decisions:
                 decision_id=d.decision_id,
                 channel=str(extra.get("channel", "")),
                 offer_id=str(extra.get("offer_id", "")),
+                journey_id=trigger.journey_id,
                 actor=trigger.actor,
                 occurred_at=d.now,
                 # Keyed although a decision id is never reused: the channel's retry policy repeats an append
@@ -770,6 +771,7 @@ class Decisions:
                 decision_id=d.decision_id,
                 channel=req.channel,
                 offer_id=req.offer_id,
+                journey_id=trigger.journey_id,
                 actor=req.actor,
                 occurred_at=d.now,
                 idempotency_key=f"{d.decision_id}:suppressed",
@@ -856,6 +858,7 @@ class Decisions:
                 subject=template.subject if template else offer.name,
                 body=template.body if template else offer.name,
                 variables=messages.variables(offer, traits=d.profile.traits, extra=req.variables),
+                journey_id=trigger.journey_id,
             ),
         )
         try:

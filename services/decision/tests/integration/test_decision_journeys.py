@@ -235,6 +235,12 @@ async def test_template_runs_from_a_profile_event_to_a_delivered_message(
     assert payload["action"] == "send" and decided[0].decision_id == message.decision_id
     sent = await space.records(kind=audit_pb2.RECORD_KIND_MESSAGE, customer_id=customer_id)
     assert {r.outcome for r in sent} & {"sent", "delivered", "queued"}
+    assert message.journey_id == "welcome_series"
+    # An auditor asking for the journey's trail gets its configuration, the decision and every message record.
+    trail = await space.records(journey_id="welcome_series")
+    assert {r.record_id for r in trail} >= {decided[0].record_id} | {r.record_id for r in sent}
+    assert any(r.kind == audit_pb2.RECORD_KIND_CONFIG and r.outcome == "journey_upserted" for r in trail)
+    assert all(r.journey_id == "welcome_series" for r in trail)
 
     # The instance now waits two days; the same stream entry delivered again changes nothing.
     await worker.redis.xgroup_setid(space.stream, worker.settings.journey_group, id="0")

@@ -24,6 +24,7 @@ class Draft:
     offer_id: str = ""
     purpose: str = ""
     decision_id: str = ""
+    journey_id: str = ""
     locale: str = ""
     subject: str = ""
     body: str = ""

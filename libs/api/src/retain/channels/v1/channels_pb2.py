@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from retain.common.v1 import common_pb2 as retain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!retain/channels/v1/channels.proto\x12\x12retain.channels.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dretain/common/v1/common.proto\"\xee\x04\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12*\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x10\n\x08offer_id\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x08 \x01(\t\x12\x11\n\trecipient\x18\t \x01(\t\x12\x0e\n\x06locale\x18\n \x01(\t\x12\x0f\n\x07subject\x18\x0b \x01(\t\x12\x0c\n\x04\x62ody\x18\x0c \x01(\t\x12*\n\tvariables\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x06status\x18\x0e \x01(\x0e\x32 .retain.common.v1.DeliveryStatus\x12\x10\n\x08provider\x18\x0f \x01(\t\x12\x1b\n\x13provider_message_id\x18\x10 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\r\n\x05\x65rror\x18\x12 \x01(\t\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12provider_called_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x64ispatch_to_provider_ms\x18\x16 \x01(\x01\"U\n\x0f\x44ispatchRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.retain.channels.v1.Message\"S\n\x10\x44ispatchResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.retain.channels.v1.Message\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"V\n\x11GetMessageRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"B\n\x12GetMessageResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.retain.channels.v1.Message\"g\n\x13ListMessagesRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"^\n\x14ListMessagesResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.retain.channels.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xea\x01\n\x1aRecordDeliveryEventRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x03 \x01(\t\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .retain.common.v1.DeliveryStatus\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x03raw\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"K\n\x1bRecordDeliveryEventResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.retain.channels.v1.Message2\x9f\x03\n\x0e\x43hannelService\x12U\n\x08\x44ispatch\x12#.retain.channels.v1.DispatchRequest\x1a$.retain.channels.v1.DispatchResponse\x12[\n\nGetMessage\x12%.retain.channels.v1.GetMessageRequest\x1a&.retain.channels.v1.GetMessageResponse\x12\x61\n\x0cListMessages\x12\'.retain.channels.v1.ListMessagesRequest\x1a(.retain.channels.v1.ListMessagesResponse\x12v\n\x13RecordDeliveryEvent\x12..retain.channels.v1.RecordDeliveryEventRequest\x1a/.retain.channels.v1.RecordDeliveryEventResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!retain/channels/v1/channels.proto\x12\x12retain.channels.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dretain/common/v1/common.proto\"\x82\x05\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12*\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x19.retain.common.v1.Channel\x12\x10\n\x08offer_id\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x08 \x01(\t\x12\x11\n\trecipient\x18\t \x01(\t\x12\x0e\n\x06locale\x18\n \x01(\t\x12\x0f\n\x07subject\x18\x0b \x01(\t\x12\x0c\n\x04\x62ody\x18\x0c \x01(\t\x12*\n\tvariables\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x06status\x18\x0e \x01(\x0e\x32 .retain.common.v1.DeliveryStatus\x12\x10\n\x08provider\x18\x0f \x01(\t\x12\x1b\n\x13provider_message_id\x18\x10 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\r\n\x05\x65rror\x18\x12 \x01(\t\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12provider_called_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x64ispatch_to_provider_ms\x18\x16 \x01(\x01\x12\x12\n\njourney_id\x18\x17 \x01(\t\"U\n\x0f\x44ispatchRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.retain.channels.v1.Message\"S\n\x10\x44ispatchResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.retain.channels.v1.Message\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"V\n\x11GetMessageRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"B\n\x12GetMessageResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.retain.channels.v1.Message\"g\n\x13ListMessagesRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"^\n\x14ListMessagesResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.retain.channels.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xea\x01\n\x1aRecordDeliveryEventRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x03 \x01(\t\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .retain.common.v1.DeliveryStatus\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x03raw\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"K\n\x1bRecordDeliveryEventResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.retain.channels.v1.Message2\x9f\x03\n\x0e\x43hannelService\x12U\n\x08\x44ispatch\x12#.retain.channels.v1.DispatchRequest\x1a$.retain.channels.v1.DispatchResponse\x12[\n\nGetMessage\x12%.retain.channels.v1.GetMessageRequest\x1a&.retain.channels.v1.GetMessageResponse\x12\x61\n\x0cListMessages\x12\'.retain.channels.v1.ListMessagesRequest\x1a(.retain.channels.v1.ListMessagesResponse\x12v\n\x13RecordDeliveryEvent\x12..retain.channels.v1.RecordDeliveryEventRequest\x1a/.retain.channels.v1.RecordDeliveryEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retain.channels.v1.channels
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESSAGE']._serialized_start=152
-  _globals['_MESSAGE']._serialized_end=774
-  _globals['_DISPATCHREQUEST']._serialized_start=776
-  _globals['_DISPATCHREQUEST']._serialized_end=861
-  _globals['_DISPATCHRESPONSE']._serialized_start=863
-  _globals['_DISPATCHRESPONSE']._serialized_end=946
-  _globals['_GETMESSAGEREQUEST']._serialized_start=948
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1034
-  _globals['_GETMESSAGERESPONSE']._serialized_start=1036
-  _globals['_GETMESSAGERESPONSE']._serialized_end=1102
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1104
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1207
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1209
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1303
-  _globals['_RECORDDELIVERYEVENTREQUEST']._serialized_start=1306
-  _globals['_RECORDDELIVERYEVENTREQUEST']._serialized_end=1540
-  _globals['_RECORDDELIVERYEVENTRESPONSE']._serialized_start=1542
-  _globals['_RECORDDELIVERYEVENTRESPONSE']._serialized_end=1617
-  _globals['_CHANNELSERVICE']._serialized_start=1620
-  _globals['_CHANNELSERVICE']._serialized_end=2035
+  _globals['_MESSAGE']._serialized_end=794
+  _globals['_DISPATCHREQUEST']._serialized_start=796
+  _globals['_DISPATCHREQUEST']._serialized_end=881
+  _globals['_DISPATCHRESPONSE']._serialized_start=883
+  _globals['_DISPATCHRESPONSE']._serialized_end=966
+  _globals['_GETMESSAGEREQUEST']._serialized_start=968
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1054
+  _globals['_GETMESSAGERESPONSE']._serialized_start=1056
+  _globals['_GETMESSAGERESPONSE']._serialized_end=1122
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1124
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1227
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1229
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1323
+  _globals['_RECORDDELIVERYEVENTREQUEST']._serialized_start=1326
+  _globals['_RECORDDELIVERYEVENTREQUEST']._serialized_end=1560
+  _globals['_RECORDDELIVERYEVENTRESPONSE']._serialized_start=1562
+  _globals['_RECORDDELIVERYEVENTRESPONSE']._serialized_end=1637
+  _globals['_CHANNELSERVICE']._serialized_start=1640
+  _globals['_CHANNELSERVICE']._serialized_end=2055
 # @@protoc_insertion_point(module_scope)

@@ -47,6 +47,7 @@ class Message(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     PROVIDER_CALLED_AT_FIELD_NUMBER: _builtins.int
     DISPATCH_TO_PROVIDER_MS_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     idempotency_key: _builtins.str
     workspace_id: _builtins.str
@@ -67,6 +68,10 @@ class Message(_message.Message):
     error: _builtins.str
     dispatch_to_provider_ms: _builtins.float
     """provider_called_at - created_at: the time from the Dispatch request to the provider call."""
+    journey_id: _builtins.str
+    """The journey whose send step this message is (empty for operator, trigger and contact-centre sends);
+    every audit record about the message carries it.
+    """
     @_builtins.property
     def variables(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -102,10 +107,11 @@ class Message(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         provider_called_at: _timestamp_pb2.Timestamp | None = ...,
         dispatch_to_provider_ms: _builtins.float = ...,
+        journey_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "provider_called_at", b"provider_called_at", "updated_at", b"updated_at", "variables", b"variables"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "channel", b"channel", "created_at", b"created_at", "customer_id", b"customer_id", "decision_id", b"decision_id", "dispatch_to_provider_ms", b"dispatch_to_provider_ms", "error", b"error", "idempotency_key", b"idempotency_key", "locale", b"locale", "message_id", b"message_id", "offer_id", b"offer_id", "provider", b"provider", "provider_called_at", b"provider_called_at", "provider_message_id", b"provider_message_id", "purpose", b"purpose", "recipient", b"recipient", "status", b"status", "subject", b"subject", "updated_at", b"updated_at", "variables", b"variables", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "channel", b"channel", "created_at", b"created_at", "customer_id", b"customer_id", "decision_id", b"decision_id", "dispatch_to_provider_ms", b"dispatch_to_provider_ms", "error", b"error", "idempotency_key", b"idempotency_key", "journey_id", b"journey_id", "locale", b"locale", "message_id", b"message_id", "offer_id", b"offer_id", "provider", b"provider", "provider_called_at", b"provider_called_at", "provider_message_id", b"provider_message_id", "purpose", b"purpose", "recipient", b"recipient", "status", b"status", "subject", b"subject", "updated_at", b"updated_at", "variables", b"variables", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
