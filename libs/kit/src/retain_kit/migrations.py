@@ -38,6 +38,11 @@ def run_env(metadata: MetaData) -> None:
     schema = cfg.attributes.get("schema")
 
     def do_run(connection: Connection) -> None:
+        if url.startswith("sqlite"):
+            # WAL is a property of the file: set once here, no serving connection has to switch the mode
+            # (which needs the file to itself, so it fails while other processes are reading and writing).
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            connection.commit()
         if schema:
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             connection.execute(text(f'SET search_path TO "{schema}"'))
