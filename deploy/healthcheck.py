@@ -1,7 +1,7 @@
 """Container HEALTHCHECK: is this process up and serving? Exit 0 when it is, 1 otherwise.
 
 gRPC services answer the standard health Check for the whole server (""); the gateway answers
-GET /openapi.json. Deliberately shallow: a dependency that is down must not mark this container unhealthy
+GET /livez. Deliberately shallow: a dependency that is down must not mark this container unhealthy
 (its callers get clear errors and it recovers by itself; restarting it would not help). The port comes from
 the service's own Settings, so RETAIN_<SERVICE>_PORT is honoured exactly as the service reads it.
 """
@@ -18,7 +18,7 @@ def main() -> int:
     module = os.environ["MODULE"]
     port = importlib.import_module(f"{module}.config").Settings().port
     if module == "retain_gateway":
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as response:
             return 0 if response.status == 200 else 1
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc

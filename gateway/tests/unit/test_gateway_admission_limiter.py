@@ -158,7 +158,7 @@ def test_paths_map_to_pools() -> None:
     assert pool_for("/v1/track/", ingest_paths=INGEST_PATHS) == INGEST
     for path in ("/v1/decisions/next-best-action", "/v1/customers/u1", "/webhooks/twilio/status", "/webhooks/line"):
         assert pool_for(path, ingest_paths=INGEST_PATHS) == DEFAULT, path
-    for path in ("/healthz", "/docs", "/openapi.json", "/console", "/console/", "/console/static/app.js"):
+    for path in ("/healthz", "/livez", "/docs", "/openapi.json", "/console", "/console/", "/console/static/app.js"):
         assert pool_for(path, ingest_paths=INGEST_PATHS) is None, path
     assert {"/v1/track", "/v1/identify", "/v1/alias", "/v1/page", "/v1/screen", "/v1/batch"} <= INGEST_PATHS
 

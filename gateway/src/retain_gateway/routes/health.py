@@ -1,4 +1,5 @@
-"""GET /healthz: each downstream's gRPC health plus the gateway's own database. No auth."""
+"""GET /healthz: each downstream's gRPC health plus the gateway's own database; GET /livez: this process
+answers. No auth on either."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ async def _check_db(state: GatewayState, timeout: float) -> str:
         # Any failure here means the gateway cannot authenticate anyone.
         return "UNAVAILABLE"
     return SERVING
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """Liveness and readiness probes: nothing downstream is asked, so an outage elsewhere neither restarts the
+    gateway nor takes it out of service (clients get its 503 with Retry-After instead)."""
+    return {"status": "ok"}
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
