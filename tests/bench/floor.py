@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 import aiohttp
 import grpc
 from retain_kit.testing import free_port
+
+from tests.bench.load import Measured, measure_paced
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,12 +87,6 @@ def gateway(port: int, decision_port: int) -> None:
                 access_log=False)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Floor:
     url: str
@@ -134,45 +129,6 @@ async def _wait_ready(url: str, procs: dict[str, subprocess.Popen[bytes]]) -> No
             if time.monotonic() > deadline:
                 raise TimeoutError("the floor stack did not come up in 30 s")
             await asyncio.sleep(0.1)
-
-
-@dataclass
-class Measured:
-    rate: float
-    achieved: float
-    errors: int
-    p50_ms: float
-    p99_ms: float
-    cpu_ms: dict[str, float]  # CPU per answered request, per process
-
-    @property
-    def cpu_total_ms(self) -> float:
-        return sum(self.cpu_ms.values())
-
-    def describe(self) -> str:
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in self.cpu_ms.items())
-        return (f"{self.rate:.0f} req/s: achieved {self.achieved:.0f}, {self.errors} errors, p50 {self.p50_ms:.2f} "
-                f"p99 {self.p99_ms:.2f} ms, CPU {self.cpu_total_ms:.2f} ms/request ({parts})")
-
-
-def measure_paced(url: str, pids: dict[str, int], path_of: Callable[[int], str], rate: float,
-                  headers: dict[str, str], seconds: float = 4.0) -> Measured:
-    """Paced GETs (the i-th of `path_of(i)`) with the CPU each process spent per answered request."""
-    from tests.bench.load import paced, percentile
-
-    async def get(session: aiohttp.ClientSession, i: int) -> None:
-        async with session.get(path_of(i)) as resp:
-            if resp.status >= 400:
-                raise RuntimeError(f"{resp.status}: {await resp.text()}")
-            await resp.read()
-
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    lat, achieved, errors = asyncio.run(paced(get, rate=rate, seconds=seconds, base=url, headers=headers))
-    answered = max(len(lat), 1)
-    cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / answered for name, pid in pids.items()}
-    if not lat:
-        return Measured(rate, achieved, errors, float("inf"), float("inf"), cpu)
-    return Measured(rate, achieved, errors, statistics.median(lat) * 1000, percentile(lat, 0.99) * 1000, cpu)
 
 
 def _floor_path(i: int) -> str:
